@@ -1,0 +1,30 @@
+"""Run benchmark suites: ``python -m benchmarks core|pools|caches|analysis|all [--quick]``.
+
+Each suite is the module ``benchmarks.<name>`` with ``main(quick: bool) -> list[Row]``.
+Results print as a Markdown table and are written to ``benchmarks/results/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from benchmarks._harness import print_and_save
+
+SUITES = ("core", "pools", "caches", "analysis")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("suites", nargs="+", choices=(*SUITES, "all"))
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
+    args = parser.parse_args()
+    names = SUITES if "all" in args.suites else args.suites
+    for name in names:
+        module = importlib.import_module(f"benchmarks.{name}")
+        rows = module.main(quick=args.quick)
+        print_and_save(name, rows)
+
+
+if __name__ == "__main__":
+    main()

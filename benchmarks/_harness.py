@@ -1,0 +1,124 @@
+"""Timing helpers and the result table shared by every suite.
+
+Times are best-of-N medians of repeated batches (``time.perf_counter``), so a
+noisy neighbour inflates them less. A row compares ours with a peer measured
+in the same process, moments apart, and states its target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import anyio
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class Row:
+    """One benchmark comparison.
+
+    ``ratio`` is how many times better ours is (higher is better, whatever the
+    unit); ``met`` says whether the issue's target holds.
+    """
+
+    name: str
+    ours: float
+    peer: float
+    unit: str
+    peer_name: str
+    ratio: float
+    target: str
+    met: bool | None
+    notes: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def speed_row(
+    name: str,
+    ours_s: float,
+    peer_s: float,
+    peer_name: str,
+    target_ratio: float | None,
+    *,
+    unit: str = "µs/op",
+    scale: float = 1e6,
+    notes: str = "",
+) -> Row:
+    """A row for per-operation times: ratio = peer time / our time (>1 means we are faster)."""
+    ratio = peer_s / ours_s if ours_s > 0 else float("inf")
+    target = f">= {target_ratio:g}x" if target_ratio is not None else "report"
+    met = None if target_ratio is None else ratio >= target_ratio
+    return Row(name, ours_s * scale, peer_s * scale, unit, peer_name, ratio, target, met, notes)
+
+
+def time_sync(fn: Callable[[], object], *, number: int, repeat: int = 5) -> float:
+    """Median seconds per call of ``fn`` over ``repeat`` batches of ``number`` calls."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        samples.append((time.perf_counter() - start) / number)
+    return statistics.median(samples)
+
+
+def time_async(
+    fn: Callable[[], Awaitable[object]], *, number: int, repeat: int = 5, backend: str = "asyncio"
+) -> float:
+    """Median seconds per await of ``fn()`` over ``repeat`` batches, on a fresh event loop."""
+
+    async def run() -> float:
+        samples = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for _ in range(number):
+                await fn()
+            samples.append((time.perf_counter() - start) / number)
+        return statistics.median(samples)
+
+    return anyio.run(run, backend=backend)
+
+
+def machine() -> dict[str, str]:
+    """What the figures were measured on."""
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": str(os.cpu_count()),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def markdown(rows: list[Row]) -> str:
+    """Render rows as a Markdown table."""
+    lines = [
+        "| benchmark | ours | peer | unit | ratio (higher = better for us) | target | met |",
+        "|---|---:|---:|---|---:|---|---|",
+    ]
+    for r in rows:
+        met = {True: "yes", False: "**no**", None: "-"}[r.met]
+        note = f" ({r.notes})" if r.notes else ""
+        lines.append(
+            f"| {r.name}{note} | {r.ours:.3g} | {r.peer:.3g} ({r.peer_name}) | {r.unit} "
+            f"| {r.ratio:.2f}x | {r.target} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def print_and_save(suite: str, rows: list[Row]) -> None:
+    """Print the table and write ``results/<suite>.json`` and ``results/<suite>.md``."""
+    table = markdown(rows)
+    print(f"\n## {suite}\n\n{table}\n")
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"suite": suite, "machine": machine(), "rows": [asdict(r) for r in rows]}
+    (RESULTS / f"{suite}.json").write_text(json.dumps(payload, indent=2))
+    (RESULTS / f"{suite}.md").write_text(table + "\n")

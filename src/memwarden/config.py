@@ -1,0 +1,263 @@
+"""Configuration: one frozen dataclass, filled from code or the environment.
+
+``WardenConfig.from_env()`` reads the seed systems' variables
+(``MAX_MEMORY_PERCENT``, ``MAX_SESSION_MEMORY_GB``, ``SESSION_TIMEOUT_MINUTES``,
+``AGGRESSIVE_GC``, ``MEMORY_POOL_MAX_SIZE``, ``MEMORY_SNAPSHOT_INTERVAL``,
+``GC_OPTIMIZATION_ENABLED``) and ``MEMWARDEN_<FIELD>`` for every field; the
+``MEMWARDEN_`` spelling wins when both are set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import ConfigError
+from .pressure import PressureThresholds
+from .units import GiB, parse_size
+
+__all__ = ["MemoryConfig", "WardenConfig"]
+
+_GC_LEVELS = ("low", "moderate", "high")
+
+# Seed variable names for the fields that had one.
+_SEED_ENV: dict[str, str] = {
+    "max_memory_percent": "MAX_MEMORY_PERCENT",
+    "max_session_memory_gb": "MAX_SESSION_MEMORY_GB",
+    "session_timeout_minutes": "SESSION_TIMEOUT_MINUTES",
+    "aggressive_gc": "AGGRESSIVE_GC",
+    "memory_pool_max_size": "MEMORY_POOL_MAX_SIZE",
+    "memory_snapshot_interval": "MEMORY_SNAPSHOT_INTERVAL",
+    "gc_optimization_enabled": "GC_OPTIMIZATION_ENABLED",
+}
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+
+
+def _parse_bool(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("expected one of true/false, yes/no, on/off, 1/0")
+
+
+def _parse_float(raw: str) -> float:
+    value = float(raw)
+    if math.isnan(value):
+        raise ValueError("NaN is not allowed")
+    return value
+
+
+def _parse_optional_str(raw: str) -> str | None:
+    return raw if raw.strip() else None
+
+
+def _parse_optional_size(raw: str) -> int | None:
+    return parse_size(raw) if raw.strip() else None
+
+
+@dataclass(frozen=True)
+class WardenConfig:
+    """Every tunable of a :class:`~memwarden.Warden`, with the seeds' defaults.
+
+    Invalid values raise :class:`ConfigError` naming the field and the value.
+    """
+
+    max_memory_percent: float = 85.0
+    """Share of the detected memory limit the budget may grant (and MemoryMonitor's warning)."""
+    max_session_memory_gb: float = 2.0
+    """Per-session byte limit, in GiB."""
+    session_timeout_minutes: float = 30.0
+    """Inactivity after which a session expires."""
+    aggressive_gc: bool = False
+    """Shortcut for ``gc_aggressiveness="high"``."""
+    memory_pool_max_size: int = 1000
+    """Default ``max_size`` for seed-style pools."""
+    memory_snapshot_interval: float = 60.0
+    """Seconds between history snapshots (profiling and leak checks)."""
+    gc_optimization_enabled: bool = True
+    """Whether the Warden applies GC thresholds and runs GC in optimize paths."""
+    gc_aggressiveness: str = "moderate"
+    """GC profile: ``"low"``, ``"moderate"`` or ``"high"``."""
+    capacity: int | None = None
+    """Budget capacity in bytes; ``None`` derives it from the limit and max_memory_percent."""
+    monitor_interval: float = 1.0
+    """Seconds between pressure samples."""
+    renotify_interval: float = 10.0
+    """Seconds between repeated events while HIGH or CRITICAL."""
+    medium_threshold: float = 0.70
+    high_threshold: float = 0.85
+    critical_threshold: float = 0.95
+    hysteresis: float = 0.02
+    session_cleanup_interval: float = 300.0
+    """Seconds between inactive-session sweeps."""
+    expire_sessions_on_critical: bool = True
+    """At CRITICAL pressure, expire least-recently-used idle sessions."""
+    pool_reap_interval: float = 30.0
+    """Seconds between idle-object reaps of every pool."""
+    critical_create_timeout: float = 5.0
+    """How long new pool objects wait for CRITICAL pressure to pass."""
+    cache_shrink_fraction: float = 0.5
+    """Share of each cache dropped at HIGH pressure."""
+    cache_sweep_interval: float = 30.0
+    """Seconds between expiry sweeps of TTL caches."""
+    leak_check_interval: float = 60.0
+    """Seconds between leak checks."""
+    state_dir: str | None = None
+    """Directory where history and leak findings persist (None: not persisted)."""
+    state_max_bytes: int = 8 * 1024 * 1024
+    """Size bound of each persisted history file before rotation."""
+    api_token: str | None = None
+    """Bearer token for the HTTP API (None: no auth on loopback)."""
+    host: str = "127.0.0.1"
+    port: int = 8765
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"{name}={getattr(self, name)!r}: {why}")
+
+        def number(name: str) -> float:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise bad(name, "must be a number")
+            if math.isnan(value) or math.isinf(value):
+                raise bad(name, "must be finite")
+            return float(value)
+
+        if not 0 < number("max_memory_percent") <= 100:
+            raise bad("max_memory_percent", "must be in (0, 100]")
+        for name in (
+            "max_session_memory_gb", "session_timeout_minutes", "memory_snapshot_interval",
+            "monitor_interval", "renotify_interval", "session_cleanup_interval",
+            "pool_reap_interval", "cache_sweep_interval", "leak_check_interval",
+        ):  # fmt: skip
+            if number(name) <= 0:
+                raise bad(name, "must be > 0")
+        if number("critical_create_timeout") < 0:
+            raise bad("critical_create_timeout", "must be >= 0")
+        if not 0 < number("cache_shrink_fraction") <= 1:
+            raise bad("cache_shrink_fraction", "must be in (0, 1]")
+        for name in ("memory_pool_max_size", "state_max_bytes", "port"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(name, "must be an int >= 1")
+        if self.port > 65535:
+            raise bad("port", "must be <= 65535")
+        if self.capacity is not None and (
+            isinstance(self.capacity, bool) or not isinstance(self.capacity, int)
+            or self.capacity < 1
+        ):  # fmt: skip
+            raise bad("capacity", "must be None or an int >= 1")
+        if self.gc_aggressiveness not in _GC_LEVELS:
+            raise bad("gc_aggressiveness", f"must be one of {', '.join(_GC_LEVELS)}")
+        for name in ("aggressive_gc", "gc_optimization_enabled", "expire_sessions_on_critical"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "must be a bool")
+        for name in ("medium_threshold", "high_threshold", "critical_threshold", "hysteresis"):
+            number(name)
+        try:
+            self.thresholds  # noqa: B018 - validates the combination
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"pressure thresholds: {exc}") from None
+
+    @property
+    def thresholds(self) -> PressureThresholds:
+        """The pressure thresholds these settings describe."""
+        return PressureThresholds(
+            medium=self.medium_threshold,
+            high=self.high_threshold,
+            critical=self.critical_threshold,
+            hysteresis=self.hysteresis,
+        )
+
+    @property
+    def max_session_bytes(self) -> int:
+        """``max_session_memory_gb`` in bytes."""
+        return int(self.max_session_memory_gb * GiB)
+
+    @property
+    def session_timeout(self) -> float:
+        """``session_timeout_minutes`` in seconds."""
+        return self.session_timeout_minutes * 60.0
+
+    @property
+    def effective_gc_aggressiveness(self) -> str:
+        """``"high"`` when ``aggressive_gc`` is set, else ``gc_aggressiveness``."""
+        return "high" if self.aggressive_gc else self.gc_aggressiveness
+
+    def replace(self, **changes: Any) -> WardenConfig:
+        """A copy with ``changes`` applied (validated like the constructor)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of every field (the API token is masked)."""
+        data = dataclasses.asdict(self)
+        if data["api_token"] is not None:
+            data["api_token"] = "***"
+        return data
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WardenConfig:
+        """Build a config from ``environ`` (default ``os.environ``).
+
+        Raises :class:`ConfigError` naming the variable and its value when one
+        does not parse or is out of range.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for field in fields(cls):
+            names = [f"MEMWARDEN_{field.name.upper()}"]
+            if field.name in _SEED_ENV:
+                names.append(_SEED_ENV[field.name])
+            for var in names:
+                if var in env:
+                    raw = env[var]
+                    try:
+                        values[field.name] = _PARSERS[field.name](raw)
+                    except (TypeError, ValueError) as exc:
+                        raise ConfigError(f"{var}={raw!r}: {exc}") from None
+                    sources[field.name] = var
+                    break
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            # Name the variable rather than the field when the value came from the environment.
+            message = str(exc)
+            for name, var in sources.items():
+                if message.startswith(f"{name}="):
+                    message = f"{var}={env[var]!r}" + message[message.index(":") :]
+                    break
+            else:
+                named = [f"{var}={env[var]!r}" for var in sources.values()]
+                if named:
+                    message = f"{message} (set by {', '.join(named)})"
+            raise ConfigError(message) from None
+
+
+def _parser_for(field_type: str) -> Callable[[str], Any]:
+    table: dict[str, Callable[[str], Any]] = {
+        "float": _parse_float,
+        "int": int,
+        "bool": _parse_bool,
+        "str": str,
+        "str | None": _parse_optional_str,
+        "int | None": _parse_optional_size,
+    }
+    return table[field_type]
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    f.name: _parser_for(str(f.type)) for f in fields(WardenConfig)
+}
+_PARSERS["state_max_bytes"] = parse_size
+
+MemoryConfig = WardenConfig
+"""Seed 003's name for :class:`WardenConfig`."""

@@ -1,0 +1,30 @@
+"""Shared fixtures: a manual clock and a settable probe; hypothesis profiles."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from memwarden.testing import ManualClock, StaticProbe
+
+settings.register_profile(
+    "default", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "ci", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A manual clock starting at 1000.0."""
+    return ManualClock(1000.0)
+
+
+@pytest.fixture
+def probe() -> StaticProbe:
+    """A static probe at 0 of 1 GiB."""
+    return StaticProbe(used=0, limit=1 << 30)
