@@ -1,0 +1,79 @@
+"""memwarden.testing: ManualClock and StaticProbe."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from memwarden.testing import ManualClock, StaticProbe
+
+
+async def test_sleep_wakes_only_when_advanced(clock: ManualClock) -> None:
+    woke: list[float] = []
+
+    async def sleeper() -> None:
+        await clock.sleep(5)
+        woke.append(clock())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sleeper)
+        await clock.wait_for_sleepers(1)
+        clock.advance(4.9)
+        await anyio.lowlevel.checkpoint()
+        assert woke == []
+        clock.advance(0.1)
+    assert woke == [1005.0]
+    assert clock.sleepers == 0
+
+
+async def test_cancelled_sleeper_is_forgotten(clock: ManualClock) -> None:
+    with anyio.move_on_after(0.01):
+        await clock.sleep(100)
+    assert clock.sleepers == 0
+    clock.advance(200)  # nothing to wake, nothing breaks
+
+
+async def test_advance_when_parked(clock: ManualClock) -> None:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(clock.sleep, 1)
+        tg.start_soon(clock.sleep, 2)
+        await clock.advance_when_parked(2, sleepers=2)
+    assert clock() == 1002.0
+
+
+async def test_zero_sleep_is_a_checkpoint(clock: ManualClock) -> None:
+    await clock.sleep(0)
+    assert clock() == 1000.0
+
+
+def test_clock_rejects_going_backwards(clock: ManualClock) -> None:
+    with pytest.raises(ValueError, match="seconds"):
+        clock.advance(-1)
+    with pytest.raises(ValueError, match="now"):
+        clock.set(10)
+    clock.set(2000)
+    assert clock.time() == 2000
+
+
+def test_static_probe_set_and_sample() -> None:
+    probe = StaticProbe(used=100, limit=1000)
+    sample = probe.sample()
+    figures = (sample.used, sample.limit, sample.available, sample.source)
+    assert figures == (100, 1000, 900, "static")
+    assert sample.fraction == 0.1
+    probe.set(used=1200)
+    assert probe.sample().available == 0
+    assert probe.sample().fraction == 1.2
+    probe.set_fraction(0.5)
+    assert probe.used == 500
+    assert probe.samples_taken == 3
+
+
+@pytest.mark.parametrize(("kwargs", "name"), [({"used": -1}, "used"), ({"limit": 0}, "limit")])
+def test_static_probe_rejects_bad_input_without_change(kwargs: dict[str, int], name: str) -> None:
+    probe = StaticProbe(used=10, limit=100)
+    with pytest.raises(ValueError, match=name):
+        probe.set(**kwargs)
+    assert (probe.used, probe.limit) == (10, 100)
+    with pytest.raises(TypeError, match="used"):
+        probe.set(used=1.5)  # type: ignore[arg-type]
