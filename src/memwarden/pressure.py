@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from ._broadcast import Subscription
 from ._validate import check_float
 from .probes import MemorySample
 
@@ -15,6 +16,7 @@ __all__ = [
     "PressureEvent",
     "PressureLevel",
     "PressureThresholds",
+    "Subscription",
 ]
 
 

@@ -1,0 +1,456 @@
+"""One publisher, many subscribers, each with its own bounded buffer.
+
+anyio's memory object streams deliver each item to *one* receiver and apply
+back-pressure to the sender; a pressure or leak event stream needs the
+opposite: every subscriber sees every item, and the publisher never waits for
+anyone. No well-kept library offers that on anyio, so it is written here.
+
+Design:
+
+- ``publish()`` is synchronous. For each live subscription it applies the
+  subscription's ``accept`` filter, appends the item to a bounded deque
+  (dropping the oldest undelivered item when full and counting it in
+  ``dropped``) and wakes the receiver parked on that subscription, if any.
+- Subscriptions are held weakly: one that is garbage-collected disappears
+  from the broadcaster without anyone calling ``close()``.
+- ``receive()`` pops from the deque after it wakes, so a receiver cancelled at
+  the moment an item arrives leaves the item in the buffer for the next
+  receive (trio's rule: complete, or raise leaving state unchanged).
+
+Threads: all buffer state sits behind one ``threading.Lock`` per broadcaster,
+so ``publish()`` may be called from any thread without corrupting anything.
+A receiver parked on an event loop is woken directly when the item was
+published on that loop's thread, and through the loop's thread-safe
+call-soon (``anyio.lowlevel.current_token()``) when it was published from
+another thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, Literal, TypeVar
+
+import anyio
+import anyio.lowlevel
+
+from ._validate import check_int
+
+__all__ = ["BroadcastStatistics", "Broadcaster", "Overflow", "Subscription"]
+
+T = TypeVar("T")
+
+Overflow = Literal["drop_oldest", "latest"]
+_OVERFLOWS: tuple[str, ...] = ("drop_oldest", "latest")
+
+_log = logging.getLogger("memwarden.broadcast")
+
+# anyio >= 4.11 has current_token(); without it a publish from a foreign thread
+# still buffers the item but the parked receiver wakes on the next in-loop publish.
+_current_token: Callable[[], Any] | None = getattr(anyio.lowlevel, "current_token", None)
+
+
+def check_overflow(value: object) -> Overflow:
+    """Return ``value`` if it is ``"drop_oldest"`` or ``"latest"``; ``ValueError`` otherwise."""
+    if value == "drop_oldest":
+        return "drop_oldest"
+    if value == "latest":
+        return "latest"
+    raise ValueError(f"overflow must be one of {_OVERFLOWS}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class BroadcastStatistics:
+    """A snapshot of a :class:`Broadcaster`.
+
+    ``peak_subscribers`` and ``max_dropped`` are high-water marks since
+    creation; ``max_dropped`` is the most items any one subscription lost.
+    """
+
+    subscribers: int
+    peak_subscribers: int
+    published: int
+    dropped: int
+    max_dropped: int
+    closed: bool
+
+
+class _Waiter:
+    """Where a parked receiver waits, and how to wake it from another thread."""
+
+    __slots__ = ("event", "parked", "thread", "token")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.thread = threading.get_ident()
+        self.token: Any = _current_token() if _current_token is not None else None
+        self.parked = 0
+
+    def wake(self) -> None:
+        if threading.get_ident() == self.thread:
+            self.event.set()
+            return
+        if self.token is None:
+            return
+        # RuntimeError: the loop has finished, so nobody is left waiting.
+        with contextlib.suppress(RuntimeError):
+            self.token.backend_class.run_sync_soon(self.event.set, (), self.token.native_token)
+
+
+class Subscription(Generic[T]):
+    """One subscriber's view of a broadcast: an async iterator and async context manager.
+
+    ``async with broadcaster.subscribe() as items: async for item in items: ...``.
+    Iteration ends when the subscription or its broadcaster is closed (items
+    already buffered are delivered first). ``dropped`` counts items lost to
+    overflow. Receive from one event loop; several tasks may receive from the
+    same subscription, each item goes to one of them.
+    """
+
+    def __init__(
+        self,
+        owner: Broadcaster[T] | None,
+        lock: threading.Lock,
+        capacity: int,
+        accept: Callable[[T], bool] | None,
+    ) -> None:
+        self._owner = owner
+        self._lock = lock
+        self._capacity = capacity
+        self._accept = accept
+        self._buffer: deque[T] = deque()
+        self._waiter: _Waiter | None = None
+        self._ended = False  # no more items will arrive
+        self._closed = False  # closed by its own holder
+        self._error: BaseException | None = None
+        self._key = -1
+        self.dropped = 0
+        self.received = 0
+        self.peak_pending = 0
+
+    # -- state queries -------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Items buffered and not yet received."""
+        return len(self._buffer)
+
+    @property
+    def closed(self) -> bool:
+        """True once no further item will be delivered to this subscription."""
+        return self._ended and not self._buffer
+
+    @property
+    def waiting(self) -> int:
+        """How many tasks are parked in :meth:`receive` right now."""
+        waiter = self._waiter
+        return waiter.parked if waiter is not None else 0
+
+    # -- core, called by the broadcaster under its lock -----------------------
+
+    def _push_locked(self, item: T) -> _Waiter | None:
+        buffer = self._buffer
+        if len(buffer) >= self._capacity:
+            buffer.popleft()
+            self.dropped += 1
+        buffer.append(item)
+        if len(buffer) > self.peak_pending:
+            self.peak_pending = len(buffer)
+        waiter, self._waiter = self._waiter, None
+        return waiter
+
+    def _end_locked(self, error: BaseException | None = None) -> _Waiter | None:
+        self._ended = True
+        if error is not None and self._error is None:
+            self._error = error
+        waiter, self._waiter = self._waiter, None
+        return waiter
+
+    # -- receiving -----------------------------------------------------------
+
+    def receive_nowait(self) -> T:
+        """Return the oldest buffered item without waiting.
+
+        Raises ``anyio.WouldBlock`` when nothing is buffered,
+        ``anyio.ClosedResourceError`` after :meth:`close`, ``anyio.EndOfStream``
+        when the broadcaster was closed and the buffer is drained, and
+        ``anyio.BrokenResourceError`` (from the filter's exception) when this
+        subscription's ``accept`` filter raised.
+        """
+        with self._lock:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._buffer:
+                self.received += 1
+                return self._buffer.popleft()
+            if self._ended:
+                if self._error is not None:
+                    raise anyio.BrokenResourceError(
+                        f"subscription filter raised {self._error!r}"
+                    ) from self._error
+                raise anyio.EndOfStream
+        raise anyio.WouldBlock
+
+    async def receive(self) -> T:
+        """Wait for and return the next item.
+
+        Raises what :meth:`receive_nowait` raises, except ``WouldBlock``.
+        Cancellation leaves the buffer untouched: an item that arrived as the
+        wait was cancelled is returned by the next receive.
+        """
+        await anyio.lowlevel.checkpoint()
+        while True:
+            try:
+                return self.receive_nowait()
+            except anyio.WouldBlock:
+                pass
+            with self._lock:
+                # Re-check under the lock: a publish may have landed since.
+                if self._buffer or self._ended or self._closed:
+                    continue
+                waiter = self._waiter
+                if waiter is None:
+                    waiter = self._waiter = _Waiter()
+                waiter.parked += 1
+            try:
+                await waiter.event.wait()
+            finally:
+                with self._lock:
+                    waiter.parked -= 1
+                    if waiter.parked == 0 and self._waiter is waiter:
+                        self._waiter = None
+
+    def __aiter__(self) -> Subscription[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            return await self.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    # -- closing -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop receiving: unsubscribe, drop buffered items, end iteration. Idempotent.
+
+        Receivers parked in :meth:`receive` raise ``anyio.ClosedResourceError``
+        (an ``async for`` loop simply ends).
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._buffer.clear()
+            waiter = self._end_locked()
+        owner = self._owner
+        self._owner = None
+        if owner is not None:
+            owner._discard(self._key)
+        if waiter is not None:
+            waiter.wake()
+
+    async def aclose(self) -> None:
+        """Close like :meth:`close`, then yield to the event loop once."""
+        self.close()
+        await anyio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Subscription[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return (
+            f"<Subscription {state} pending={len(self._buffer)} "
+            f"capacity={self._capacity} dropped={self.dropped}>"
+        )
+
+
+class Broadcaster(Generic[T]):
+    """Deliver every published item to every subscription, never waiting for one.
+
+    ``publish()`` is synchronous, never blocks and never raises because of a
+    subscriber: a slow subscriber loses its oldest undelivered items (counted
+    in its ``dropped``), a subscription whose ``accept`` filter raises is
+    removed (the error is logged and re-raised to its receiver as
+    ``anyio.BrokenResourceError``), a garbage-collected one is forgotten.
+    Thread-safe: ``publish``, ``subscribe`` and ``close`` may be called from
+    any thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # Values are weak: an abandoned subscription must not be kept alive by us.
+        self._subs: dict[int, weakref.ref[Subscription[T]]] = {}
+        self._next_key = 0
+        self._closed = False
+        self._published = 0
+        self._peak_subscribers = 0
+        self._dropped_gone = 0
+        self._max_dropped = 0
+
+    @property
+    def subscribers(self) -> int:
+        """How many subscriptions are live right now."""
+        return len(self._subs)
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def subscribe(
+        self,
+        *,
+        buffer: int = 16,
+        overflow: Overflow = "drop_oldest",
+        initial: Sequence[T] = (),
+        accept: Callable[[T], bool] | None = None,
+    ) -> Subscription[T]:
+        """Return a new subscription that receives every item published from now on.
+
+        ``buffer`` (>= 1) bounds the undelivered items; when it is full the
+        oldest is dropped (``overflow="drop_oldest"``). ``overflow="latest"``
+        conflates: only the newest undelivered item is kept, whatever
+        ``buffer`` says. ``initial`` items are buffered first, before any
+        published item, and are not passed to ``accept``; ``accept`` decides
+        for each published item whether this subscription wants it.
+        After :meth:`close` the subscription delivers ``initial`` and ends.
+
+        Raises ``TypeError``/``ValueError`` for bad arguments.
+        """
+        check_int("buffer", buffer, minimum=1)
+        overflow = check_overflow(overflow)
+        if accept is not None and not callable(accept):
+            raise TypeError(f"accept must be callable or None, got {accept!r}")
+        capacity = 1 if overflow == "latest" else buffer
+        sub: Subscription[T] = Subscription(self, self._lock, capacity, accept)
+        for item in initial:
+            sub._push_locked(item)
+        with self._lock:
+            if self._closed:
+                sub._owner = None
+                sub._end_locked()
+                return sub
+            key = self._next_key
+            self._next_key += 1
+            sub._key = key
+            self._subs[key] = weakref.ref(sub, self._make_forget(key))
+            if len(self._subs) > self._peak_subscribers:
+                self._peak_subscribers = len(self._subs)
+        return sub
+
+    def _make_forget(self, key: int) -> Callable[[weakref.ref[Subscription[T]]], None]:
+        # The callback may run during garbage collection inside a locked region
+        # of this thread, so it must not take the lock: dict.pop is atomic.
+        subs = self._subs
+
+        def forget(_ref: weakref.ref[Subscription[T]]) -> None:
+            subs.pop(key, None)
+
+        return forget
+
+    def _discard(self, key: int) -> None:
+        ref = self._subs.pop(key, None)
+        sub = ref() if ref is not None else None
+        if sub is not None:
+            with self._lock:
+                self._dropped_gone += sub.dropped
+                self._max_dropped = max(self._max_dropped, sub.dropped)
+
+    def publish(self, item: T) -> None:
+        """Buffer ``item`` for every live subscription and wake their receivers.
+
+        Never blocks and never raises because of a subscriber. A no-op after
+        :meth:`close`. Callable from any thread (see the module docstring).
+        """
+        if self._closed:
+            return
+        wake: list[_Waiter] = []
+        broken: list[tuple[Subscription[T], BaseException]] = []
+        for ref in tuple(self._subs.values()):
+            sub = ref()
+            if sub is None:
+                continue
+            accept = sub._accept
+            if accept is not None:
+                try:
+                    if not accept(item):
+                        continue
+                except Exception as exc:
+                    broken.append((sub, exc))
+                    continue
+            with self._lock:
+                if sub._ended:
+                    continue
+                waiter = sub._push_locked(item)
+            if waiter is not None:
+                wake.append(waiter)
+        with self._lock:
+            self._published += 1
+        for waiter in wake:
+            waiter.wake()
+        for sub, error in broken:
+            _log.warning("removing a subscription whose filter raised %r", error, exc_info=error)
+            self._break(sub, error)
+
+    def _break(self, sub: Subscription[T], exc: BaseException) -> None:
+        with self._lock:
+            waiter = sub._end_locked(exc)
+        self._discard(sub._key)
+        sub._owner = None
+        if waiter is not None:
+            waiter.wake()
+
+    def close(self) -> None:
+        """End every subscription's iteration (after its buffered items). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        wake: list[_Waiter] = []
+        for key, ref in list(self._subs.items()):
+            sub = ref()
+            if sub is None:
+                continue
+            with self._lock:
+                waiter = sub._end_locked()
+            sub._owner = None
+            self._discard(key)
+            if waiter is not None:
+                wake.append(waiter)
+        self._subs.clear()
+        for waiter in wake:
+            waiter.wake()
+
+    def statistics(self) -> BroadcastStatistics:
+        """Return a snapshot of counts and high-water marks."""
+        live = [s for s in (r() for r in tuple(self._subs.values())) if s is not None]
+        with self._lock:
+            dropped_live = sum(s.dropped for s in live)
+            max_live = max((s.dropped for s in live), default=0)
+            return BroadcastStatistics(
+                subscribers=len(live),
+                peak_subscribers=self._peak_subscribers,
+                published=self._published,
+                dropped=self._dropped_gone + dropped_live,
+                max_dropped=max(self._max_dropped, max_live),
+                closed=self._closed,
+            )
+
+    def __repr__(self) -> str:
+        return f"<Broadcaster subscribers={len(self._subs)} published={self._published}>"
