@@ -9,6 +9,7 @@ from collections import deque
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -359,3 +360,4 @@ class BroadcastMachine(RuleBasedStateMachine):
 
 
 TestBroadcastMachine = BroadcastMachine.TestCase
+TestBroadcastMachine.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)

@@ -1,23 +1,43 @@
-"""Pressure levels, the classifier with hysteresis, and pressure events.
+"""Pressure levels, the classifier with hysteresis, pressure events and the monitor.
 
-The monitor and its subscription stream live further down this module.
+:class:`PressureMonitor` samples a probe, classifies the fraction of the limit
+in use into a :class:`PressureLevel` (with hysteresis, so a value hovering at
+a threshold does not flap) and publishes a :class:`PressureEvent` on every
+change to subscribers (:class:`Subscription`, an async iterator with a bounded
+buffer), to ``wait_for`` callers and to synchronous listeners.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ._broadcast import Subscription
-from ._validate import check_float
-from .probes import MemorySample
+import anyio
+import anyio.lowlevel
+from anyio.abc import TaskStatus
+
+from ._broadcast import Broadcaster, Overflow, Subscription, check_overflow
+from ._psi import PsiTrigger
+from ._validate import check_float, check_int, check_interval
+from .probes import MemorySample, Probe
 
 __all__ = [
+    "MonitorStats",
     "PressureEvent",
     "PressureLevel",
+    "PressureMonitor",
     "PressureThresholds",
     "Subscription",
 ]
+
+_log = logging.getLogger("memwarden.pressure")
 
 
 class PressureLevel(enum.IntEnum):
@@ -130,3 +150,379 @@ class PressureEvent:
             "timestamp": self.timestamp,
             "sample": self.sample.to_dict(),
         }
+
+
+@dataclass(frozen=True)
+class MonitorStats:
+    """A snapshot of a :class:`PressureMonitor`'s counters and high-water marks.
+
+    ``max_dropped`` is the most events any one subscription lost to overflow
+    (raise its ``buffer`` if this is not 0); ``peak_subscribers`` the most
+    subscriptions live at once.
+    """
+
+    level: PressureLevel
+    samples: int
+    events: int
+    renotifications: int
+    probe_errors: int
+    subscribers: int
+    peak_subscribers: int
+    max_dropped: int
+    listeners: int
+    running: bool
+    psi_active: bool
+    psi_wakeups: int
+
+
+class PressureMonitor:
+    """Sample a probe, classify pressure with hysteresis, and publish level changes.
+
+    ``sample_now()`` is the synchronous core: sample, keep a bounded history,
+    classify against the previous level and publish a :class:`PressureEvent`
+    when the level changes, or every ``renotify_interval`` seconds while it
+    stays HIGH or CRITICAL. The initial level is LOW and announces nothing; the
+    first sample publishes only if it classifies above LOW.
+
+    ``run()`` calls it every ``interval`` seconds (earlier when a Linux PSI
+    trigger fires; see ``use_psi``). Consumers either ``subscribe()`` to the
+    event stream, ``await wait_for(level)``, or register a synchronous
+    ``add_listener`` callback.
+
+    Raises ``TypeError``/``ValueError`` naming the argument for bad input.
+    Thread-safe: ``sample_now`` may be called from any thread; it holds a
+    re-entrant lock while it classifies and publishes, so events come out in
+    the order the levels were decided.
+    """
+
+    def __init__(
+        self,
+        probe: Probe | None = None,
+        *,
+        interval: float = 1.0,
+        thresholds: PressureThresholds | None = None,
+        history: int = 100,
+        clock: Callable[[], float] = time.monotonic,
+        renotify_interval: float = 10.0,
+        sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
+        use_psi: bool = True,
+    ) -> None:
+        if probe is not None and not callable(getattr(probe, "sample", None)):
+            raise TypeError(
+                f"probe must have a sample() method, got {type(probe).__name__} {probe!r}"
+            )
+        interval = check_interval("interval", interval)
+        if thresholds is None:
+            thresholds = PressureThresholds()
+        elif not isinstance(thresholds, PressureThresholds):
+            raise TypeError(
+                "thresholds must be a PressureThresholds, got "
+                f"{type(thresholds).__name__} {thresholds!r}"
+            )
+        check_int("history", history, minimum=1)
+        if not callable(clock):
+            raise TypeError(f"clock must be callable, got {clock!r}")
+        renotify_interval = check_interval("renotify_interval", renotify_interval)
+        if not callable(sleep):
+            raise TypeError(f"sleep must be callable, got {sleep!r}")
+        if not isinstance(use_psi, bool):
+            raise TypeError(f"use_psi must be a bool, got {type(use_psi).__name__} {use_psi!r}")
+        if probe is None:
+            # Imported here so this module never depends on probe internals at import time.
+            from .probes import SystemProbe
+
+            probe = SystemProbe()
+        self._probe: Probe = probe
+        self._interval = interval
+        self._thresholds = thresholds
+        self._clock = clock
+        self._renotify_interval = renotify_interval
+        self._sleep = sleep
+        self._use_psi = use_psi
+        self._lock = threading.RLock()
+        self._history: deque[MemorySample] = deque(maxlen=history)
+        self._level = PressureLevel.LOW
+        self._last_sample: MemorySample | None = None
+        self._last_notified = -math.inf
+        self._broadcaster: Broadcaster[PressureEvent] = Broadcaster()
+        self._listeners: list[Callable[[PressureEvent], None]] = []
+        self._samples = 0
+        self._events = 0
+        self._renotifications = 0
+        self._probe_errors = 0
+        self._running = False
+        self._psi: PsiTrigger | None = None
+        self._psi_wakeups = 0
+
+    # -- read-only state --------------------------------------------------------
+
+    @property
+    def level(self) -> PressureLevel:
+        """The level decided by the last sample (LOW before any)."""
+        return self._level
+
+    @property
+    def last_sample(self) -> MemorySample | None:
+        """The most recent sample, or None before the first."""
+        return self._last_sample
+
+    @property
+    def probe(self) -> Probe:
+        """The probe being sampled."""
+        return self._probe
+
+    @property
+    def interval(self) -> float:
+        """Seconds between samples in :meth:`run`."""
+        return self._interval
+
+    @property
+    def thresholds(self) -> PressureThresholds:
+        """The thresholds and hysteresis used to classify."""
+        return self._thresholds
+
+    @property
+    def renotify_interval(self) -> float:
+        """Seconds between re-published events while HIGH or CRITICAL."""
+        return self._renotify_interval
+
+    @property
+    def running(self) -> bool:
+        """True while :meth:`run` is sampling."""
+        return self._running
+
+    def history(self) -> list[MemorySample]:
+        """A copy of the retained samples, oldest first (at most ``history`` of them)."""
+        with self._lock:
+            return list(self._history)
+
+    def stats(self) -> MonitorStats:
+        """Return a snapshot of counters, subscriber figures and high-water marks."""
+        b = self._broadcaster.statistics()
+        with self._lock:
+            return MonitorStats(
+                level=self._level,
+                samples=self._samples,
+                events=self._events,
+                renotifications=self._renotifications,
+                probe_errors=self._probe_errors,
+                subscribers=b.subscribers,
+                peak_subscribers=b.peak_subscribers,
+                max_dropped=b.max_dropped,
+                listeners=len(self._listeners),
+                running=self._running,
+                psi_active=self._psi is not None,
+                psi_wakeups=self._psi_wakeups,
+            )
+
+    # -- the synchronous core ---------------------------------------------------
+
+    def sample_now(self) -> MemorySample:
+        """Take a sample, classify it, and publish an event if one is due.
+
+        An event is due when the level changed, or when it stayed HIGH or
+        CRITICAL for ``renotify_interval`` seconds (by ``clock``) since the
+        last event. Listeners run first, synchronously, then the event goes
+        to every subscription. Raises whatever the probe raises (state is
+        left unchanged), ``ValueError`` for a sample with a NaN or negative
+        fraction.
+        """
+        with self._lock:
+            sample = self._probe.sample()
+            level = self._thresholds.classify(sample.fraction, self._level)
+            now = self._clock()
+            previous = self._level
+            event: PressureEvent | None = None
+            if level != previous:
+                event = PressureEvent(level, previous, sample, sample.timestamp)
+            elif level >= PressureLevel.HIGH and now - self._last_notified >= (
+                self._renotify_interval
+            ):
+                event = PressureEvent(level, previous, sample, sample.timestamp)
+                self._renotifications += 1
+            self._history.append(sample)
+            self._last_sample = sample
+            self._level = level
+            self._samples += 1
+            if event is not None:
+                self._last_notified = now
+                self._events += 1
+                self._notify(event)
+            return sample
+
+    def _notify(self, event: PressureEvent) -> None:
+        for listener in tuple(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                _log.exception("removing pressure listener %r: it raised", listener)
+                with contextlib.suppress(ValueError):
+                    self._listeners.remove(listener)
+        self._broadcaster.publish(event)
+
+    def add_listener(self, callback: Callable[[PressureEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` synchronously inside ``sample_now`` for every event.
+
+        Listeners run in registration order, before subscriptions receive the
+        event. Returns a function that removes the listener (idempotent). A
+        listener that raises is logged on ``memwarden.pressure`` and removed.
+        Raises ``TypeError`` if ``callback`` is not callable.
+        """
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        with self._lock:
+            self._listeners.append(callback)
+
+        def remove() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._listeners.remove(callback)
+
+        return remove
+
+    def _current_event(self) -> PressureEvent:
+        with self._lock:
+            sample = self._last_sample
+            if sample is None:
+                sample = self.sample_now()
+            level = self._level
+            return PressureEvent(level, level, sample, sample.timestamp)
+
+    # -- consumers ----------------------------------------------------------------
+
+    def subscribe(
+        self,
+        *,
+        min_level: PressureLevel = PressureLevel.LOW,
+        buffer: int = 16,
+        overflow: Overflow = "drop_oldest",
+        include_current: bool = True,
+    ) -> Subscription[PressureEvent]:
+        """Return a subscription to pressure events: ``async with m.subscribe() as events``.
+
+        With ``include_current`` the first event is the current level (an
+        event whose ``previous == level``; a sample is taken if none was yet),
+        provided it is at least ``min_level``. Afterwards an event is
+        delivered when its level is at least ``min_level`` *or* when it
+        announces a drop from at least ``min_level`` to below it, so a
+        subscriber always learns that the pressure it cared about went away.
+        ``buffer`` and ``overflow`` bound undelivered events (see
+        :class:`Subscription`); the monitor never waits for a subscriber.
+
+        Raises ``TypeError``/``ValueError`` for a bad ``min_level`` (a
+        level, its label or its number), ``buffer`` or ``overflow``, and what
+        the probe raises if a first sample is needed.
+        """
+        min_level = PressureLevel.parse(min_level)
+        check_int("buffer", buffer, minimum=1)
+        overflow = check_overflow(overflow)
+        if not isinstance(include_current, bool):
+            raise TypeError(
+                "include_current must be a bool, got "
+                f"{type(include_current).__name__} {include_current!r}"
+            )
+        accept: Callable[[PressureEvent], bool] | None = None
+        if min_level > PressureLevel.LOW:
+
+            def accept(event: PressureEvent) -> bool:
+                return event.level >= min_level or event.previous >= min_level
+
+        # Under the lock no event can slip between the current one and the subscription.
+        with self._lock:
+            initial: list[PressureEvent] = []
+            if include_current:
+                current = self._current_event()
+                if current.level >= min_level:
+                    initial.append(current)
+            return self._broadcaster.subscribe(
+                buffer=buffer, overflow=overflow, initial=initial, accept=accept
+            )
+
+    async def wait_for(self, level: PressureLevel) -> PressureEvent:
+        """Wait until the level is at least ``level``; return the event that showed it.
+
+        Returns at once (with a current-level event) if the level is already
+        there; takes a first sample if none was taken. Something must keep
+        sampling (:meth:`run` or :meth:`sample_now`) for a later level to be
+        seen. Cancellation and timeouts (``anyio.fail_after``) leave no
+        subscription behind. Raises ``TypeError``/``ValueError`` for a bad
+        ``level``.
+        """
+        level = PressureLevel.parse(level)
+        with self._lock:
+            current = self._current_event()
+            if current.level >= level:
+                await anyio.lowlevel.checkpoint()
+                return current
+            sub = self._broadcaster.subscribe(buffer=1, accept=lambda ev: ev.level >= level)
+        try:
+            return await sub.receive()
+        finally:
+            sub.close()
+
+    # -- the sampling loop ---------------------------------------------------------
+
+    def _open_psi(self) -> PsiTrigger | None:
+        if not self._use_psi:
+            return None
+        from .probes import SystemProbe
+
+        # Kernel stalls say nothing about a probe that does not read this machine.
+        if not isinstance(self._probe, SystemProbe):
+            return None
+        return PsiTrigger.open_first()
+
+    def _sample_logged(self, failing: bool) -> bool:
+        try:
+            self.sample_now()
+        except Exception:
+            with self._lock:
+                self._probe_errors += 1
+            if failing:
+                _log.debug("pressure probe still failing", exc_info=True)
+            else:
+                _log.warning("pressure probe failed; retrying every interval", exc_info=True)
+            return True
+        if failing:
+            _log.info("pressure probe recovered")
+        return False
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Sample every ``interval`` seconds until cancelled.
+
+        Signals ``task_status.started()`` after the first sample, so
+        ``await tg.start(monitor.run)`` returns with ``level`` and
+        ``last_sample`` set. A probe that raises is logged (a warning, then
+        debug until it recovers) and retried on the next interval. Where a
+        PSI trigger can be armed (``use_psi`` and a ``SystemProbe``) a memory
+        stall wakes the loop early. Raises ``RuntimeError`` if this monitor is
+        already running.
+        """
+        with self._lock:
+            if self._running:
+                raise RuntimeError("this PressureMonitor is already running")
+            self._running = True
+        psi: PsiTrigger | None = None
+        try:
+            psi = self._open_psi()
+            self._psi = psi
+            failing = self._sample_logged(False)
+            task_status.started()
+            while True:
+                if psi is not None and not psi.broken:
+                    if await psi.wait(self._interval):
+                        self._psi_wakeups += 1
+                else:
+                    await self._sleep(self._interval)
+                failing = self._sample_logged(failing)
+        finally:
+            self._psi = None
+            if psi is not None:
+                psi.close()
+            with self._lock:
+                self._running = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<PressureMonitor level={self._level.label} interval={self._interval} "
+            f"samples={self._samples} subscribers={self._broadcaster.subscribers}>"
+        )
