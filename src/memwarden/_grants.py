@@ -1,0 +1,655 @@
+"""The budget's bookkeeping: a synchronous state machine behind one lock.
+
+:class:`Ledger` decides every grant, eviction and hand-back of a
+:class:`~memwarden.budget.MemoryManager`; the async layer in ``budget.py`` only
+parks waiters, applies timeouts and runs hooks. Nothing here awaits, so every
+method is fast, thread-safe and testable directly.
+
+A :class:`Request` is one ask for bytes through its whole life: PENDING (made,
+not yet submitted), QUEUED (waiting), LIVE (granted, holding bytes), RELEASED
+(given back or evicted) or ABANDONED (left the queue without a grant). The
+public ``Allocation`` is a subclass, so the uncontended path creates one object.
+
+Fairness follows Go's ``semaphore.Weighted``, extended with priorities:
+waiters are served highest priority first and FIFO within a priority; the head
+of the queue is never overtaken by a later request of the same or lower
+priority, however small. A new request is granted at once only when no waiter
+of equal or higher priority is queued (no barging). Zero-byte requests take
+nothing from anyone and are granted at once.
+
+Side effects that may run user code (waking a parked task, ``on_evict``) never
+run under the lock: each mutating method collects them and runs them after the
+lock is released.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from .errors import MemoryAllocationError
+
+__all__ = ["HistoryRow", "Ledger", "Request"]
+
+# Pressure levels as plain ints, so the core does not depend on the monitor.
+_HIGH = 2
+_CRITICAL = 3
+
+PENDING = 0
+QUEUED = 1
+LIVE = 2
+RELEASED = 3
+ABANDONED = 4
+
+#: Stats history keeps at most one entry per this many seconds (of ``clock``).
+HISTORY_INTERVAL = 0.01
+
+
+class Request:
+    """One ask for bytes, from submission to release (see the module docstring).
+
+    Fields are read through properties: the ledger's accounting depends on them.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_evictable",
+        "_key",
+        "_loop",
+        "_nbytes",
+        "_on_evict",
+        "_owner",
+        "_priority",
+        "_state",
+        "_timeout",
+        "_wake",
+    )
+
+    _loop: Any  # the event loop that runs an async on_evict (set when needed)
+    _wake: Callable[[], None]  # set when the request parks
+
+    def __init__(
+        self,
+        owner: Ledger,
+        key: str | None,
+        nbytes: int,
+        priority: int,
+        evictable: bool = False,
+        on_evict: Callable[[Any], object] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self._owner = owner
+        self._key = key
+        self._nbytes = nbytes
+        self._priority = priority
+        self._evictable = evictable
+        self._on_evict = on_evict
+        self._timeout = timeout
+        self._state = PENDING
+        # _loop and _wake stay unset until the request parks or needs a loop.
+
+    @property
+    def key(self) -> str:
+        """The allocation's key; generated on first access when none was given."""
+        key = self._key
+        return key if key is not None else self._owner.name(self)
+
+    @property
+    def nbytes(self) -> int:
+        """How many bytes this allocation holds (or held, or asks for)."""
+        return self._nbytes
+
+    @property
+    def priority(self) -> int:
+        """The priority the bytes were requested with."""
+        return self._priority
+
+    @property
+    def evictable(self) -> bool:
+        """Whether the manager may evict this allocation for higher-priority requests."""
+        return self._evictable
+
+    @property
+    def released(self) -> bool:
+        """True once it holds no bytes and never will again (released, evicted, abandoned)."""
+        return self._state >= RELEASED
+
+    @property
+    def on_evict(self) -> Callable[[Any], object] | None:
+        """The callback run when this allocation is evicted, if any."""
+        return self._on_evict
+
+    def release(self) -> bool:
+        """Give the bytes back; False if not held (already released, evicted). Thread-safe."""
+        return self._owner.release(self)
+
+    def __repr__(self) -> str:
+        key = self._key if self._key is not None else "<unnamed>"
+        state = ("pending", "queued", "live", "released", "abandoned")[self._state]
+        return (
+            f"<{type(self).__name__} key={key!r} nbytes={self._nbytes} "
+            f"priority={self._priority}{' evictable' if self._evictable else ''} {state}>"
+        )
+
+
+class HistoryRow(NamedTuple):
+    """A snapshot of every ledger counter (a stats-history entry)."""
+
+    timestamp: float
+    capacity: int
+    used: int
+    peak: int
+    allocations: int
+    waiters: int
+    waiters_peak: int
+    granted: int
+    evictions: int
+    evicted_bytes: int
+    timeouts: int
+    cancelled: int
+    headroom: int | None
+    level: int
+
+
+class Ledger:
+    """Used bytes, live allocations and per-priority FIFO waiter queues, under one lock.
+
+    Raises ``MemoryAllocationError`` when a request exceeds the capacity and
+    ``ValueError`` for a duplicate live (or queued) key. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        history: int = 1000,
+        on_evicted: Callable[[list[Request]], None] | None = None,
+        owner: object = None,
+    ) -> None:
+        self.owner = owner  # the MemoryManager this ledger keeps the books of
+        self._lock = threading.Lock()
+        self._capacity = capacity
+        self._clock = clock
+        self._on_evicted = on_evicted
+        self._used = 0
+        self._peak = 0
+        self._count = 0
+        # Only keyed requests are indexed by key, and only evictable ones in
+        # _evictable: anonymous plain grants need nothing beyond the counters.
+        self._keys: dict[str, Request] = {}
+        self._evictable: dict[Request, None] = {}
+        self._evictable_bytes = 0
+        self._queues: dict[int, OrderedDict[Request, None]] = {}
+        self._order: list[int] = []  # priorities with waiters, highest first
+        self._nwaiting = 0
+        self._waiters_peak = 0
+        self._headroom: int | None = None
+        self._level = 0
+        self._serial = itertools.count(1)
+        self._granted = 0
+        self._evictions = 0
+        self._evicted_bytes = 0
+        self._timeouts = 0
+        self._cancelled = 0
+        self._history: deque[HistoryRow] = deque(maxlen=max(history, 1))
+        self._history_enabled = history > 0
+        self._next_history = -float("inf") if history > 0 else float("inf")
+        self._history_dirty = False
+
+    # ----------------------------------------------------------------- reads
+
+    @property
+    def capacity(self) -> int:
+        """Total bytes the ledger may grant."""
+        return self._capacity
+
+    @property
+    def used(self) -> int:
+        """Bytes currently granted."""
+        return self._used
+
+    @property
+    def peak(self) -> int:
+        """Highest ``used`` ever reached (exact: updated on every grant)."""
+        return self._peak
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued now."""
+        return self._nwaiting
+
+    @property
+    def headroom(self) -> int | None:
+        """Bytes still grantable under HIGH pressure (None when not under pressure)."""
+        return self._headroom
+
+    @property
+    def level(self) -> int:
+        """The last pressure level reported with :meth:`set_pressure`."""
+        return self._level
+
+    def snapshot(self) -> HistoryRow:
+        """A consistent snapshot of every counter, stamped with ``time.time()``."""
+        with self._lock:
+            return self._row()
+
+    def indexed(self) -> list[Request]:
+        """Keyed or evictable live requests (anonymous plain ones are not indexed)."""
+        with self._lock:
+            found = dict.fromkeys(r for r in self._keys.values() if r._state == LIVE)
+            found.update(self._evictable)
+            return list(found)
+
+    def queued(self) -> list[Request]:
+        """Queued requests in service order."""
+        with self._lock:
+            return [r for p in self._order for r in self._queues[p]]
+
+    def history(self) -> list[HistoryRow]:
+        """Recorded rows, oldest first; includes the latest state if it changed since."""
+        with self._lock:
+            if self._history_dirty and self._history_enabled:
+                now = self._clock()
+                if now < self._next_history and self._history:
+                    self._history.pop()  # same 10 ms window: keep its latest state
+                self._record(now)
+            return list(self._history)
+
+    def clear_history(self) -> None:
+        """Forget every recorded row."""
+        with self._lock:
+            self._history.clear()
+            self._history_dirty = False
+            if self._history_enabled:
+                self._next_history = -float("inf")
+
+    # ------------------------------------------------------------- requests
+
+    def try_grant(self, request: Request) -> bool:
+        """Grant a PENDING request now if fair and possible (evicting if needed).
+
+        Never queues: returns False and leaves it PENDING otherwise. Raises
+        ``MemoryAllocationError`` for ``nbytes > capacity``, ``ValueError``
+        for a key already live or queued, ``RuntimeError`` if not PENDING.
+        """
+        nbytes = request._nbytes
+        if nbytes > self._capacity:
+            raise _too_large(nbytes, self._capacity)
+        evicted: list[Request] | None = None
+        with self._lock:
+            if request._state:
+                raise _not_pending(request)
+            key = request._key
+            if key is not None and key in self._keys:
+                raise _duplicate(key)
+            if nbytes:
+                order = self._order
+                if order and order[0] >= request._priority:
+                    return False
+                headroom = self._headroom
+                if headroom is not None and nbytes > headroom:
+                    return False
+                if self._used + nbytes > self._capacity:
+                    evicted = self._evict_for(nbytes, request._priority)
+                    if evicted is None:
+                        return False
+            # The grant, inlined: this is the uncontended fast path.
+            request._state = LIVE
+            used = self._used = self._used + nbytes
+            if used > self._peak:
+                self._peak = used
+            self._count += 1
+            self._granted += 1
+            if key is not None:
+                self._keys[key] = request
+            if request._evictable:
+                self._evictable[request] = None
+                self._evictable_bytes += nbytes
+            if self._headroom is not None:
+                self._headroom = max(self._headroom - nbytes, 0)
+            now = self._clock()
+            if now >= self._next_history:
+                self._record(now)
+            else:
+                self._history_dirty = True
+        if evicted:
+            self._after((), evicted)
+        return True
+
+    def enqueue(self, request: Request, wake: Callable[[], None]) -> bool:
+        """Grant a PENDING request now if :meth:`try_grant` would, else queue it.
+
+        Returns True if granted. Atomic: no release can slip between the check
+        and the queueing. ``wake`` is called (outside the lock, from whichever
+        thread grants it) once a queued request is granted.
+        """
+        nbytes, priority, key = request._nbytes, request._priority, request._key
+        if nbytes > self._capacity:
+            raise _too_large(nbytes, self._capacity)
+        evicted: list[Request] | None = None
+        with self._lock:
+            if request._state:
+                raise _not_pending(request)
+            if key is not None and key in self._keys:
+                raise _duplicate(key)
+            if self._fits_now(nbytes, priority):
+                if self._used + nbytes > self._capacity:
+                    evicted = self._evict_for(nbytes, priority)
+                if self._used + nbytes <= self._capacity:
+                    self._grant(request)
+            if request._state != LIVE:
+                request._wake = wake
+                request._state = QUEUED
+                queue = self._queues.get(priority)
+                if queue is None:
+                    queue = self._queues[priority] = OrderedDict()
+                    self._insert_priority(priority)
+                queue[request] = None
+                if key is not None:
+                    self._keys[key] = request
+                self._nwaiting += 1
+                if self._nwaiting > self._waiters_peak:
+                    self._waiters_peak = self._nwaiting
+        if evicted:
+            self._after((), evicted)
+        return request._state == LIVE
+
+    def cancel(self, request: Request) -> None:
+        """Its task was cancelled: dequeue it, or hand back the grant that raced it.
+
+        Either way the next waiters are served with whatever that frees.
+        Idempotent; does nothing to a request already released or abandoned.
+        """
+        with self._lock:
+            state = request._state
+            if state == QUEUED:
+                self._dequeue(request)
+            elif state == LIVE:
+                self._drop(request)
+            else:
+                return
+            self._cancelled += 1
+            granted, evicted = self._pump()
+        self._after(granted, evicted)
+
+    def settle(self, request: Request) -> bool:
+        """Its wait ended without cancellation (its timeout expired, or it was woken).
+
+        Returns True if it is LIVE (the grant won any race with the timeout);
+        otherwise dequeues it, counts a timeout and returns False.
+        """
+        with self._lock:
+            state = request._state
+            if state == LIVE:
+                return True
+            if state != QUEUED:
+                return False
+            self._dequeue(request)
+            self._timeouts += 1
+            granted, evicted = self._pump()
+        self._after(granted, evicted)
+        return False
+
+    def count_timeout(self) -> None:
+        """Count a request that timed out without ever queueing (``timeout=0``)."""
+        with self._lock:
+            self._timeouts += 1
+
+    # -------------------------------------------------------------- releases
+
+    def release(self, request: Request) -> bool:
+        """Return a LIVE request's bytes; False if it holds none (released, evicted...)."""
+        with self._lock:
+            if request._state != LIVE:
+                return False
+            self._drop(request)
+            if not self._order:
+                return True
+            granted, evicted = self._pump()
+        self._after(granted, evicted)
+        return True
+
+    def release_key(self, key: str) -> bool:
+        """Release the live request named ``key``; False when there is none."""
+        with self._lock:
+            request = self._keys.get(key)
+            if request is None or request._state != LIVE:
+                return False
+            self._drop(request)
+            if not self._order:
+                return True
+            granted, evicted = self._pump()
+        self._after(granted, evicted)
+        return True
+
+    def name(self, request: Request) -> str:
+        """Give an anonymous request its key on first use (indexed while live or queued)."""
+        with self._lock:
+            key = request._key
+            if key is None:
+                key = f"alloc-{next(self._serial)}"
+                while key in self._keys:
+                    key = f"alloc-{next(self._serial)}"
+                request._key = key
+                if request._state in (QUEUED, LIVE):
+                    self._keys[key] = request
+            return key
+
+    # ------------------------------------------------------ pressure, evict
+
+    def set_pressure(self, level: int, available: int | None) -> list[Request]:
+        """Apply a pressure level: headroom limits grants from HIGH, CRITICAL evicts.
+
+        ``available`` is the sample's remaining bytes; grants under HIGH
+        pressure consume it until the next sample. At CRITICAL every evictable
+        allocation is evicted, lowest priority first. Returns what was evicted.
+        """
+        with self._lock:
+            self._level = level
+            self._headroom = max(available, 0) if level >= _HIGH and available is not None else None
+            evicted: list[Request] = []
+            if level >= _CRITICAL and self._evictable:
+                victims = sorted(self._evictable, key=_eviction_order)
+                for request in victims:
+                    self._drop(request)
+                self._count_evictions(victims)
+                evicted.extend(victims)
+            granted: list[Request] = []
+            if self._order:
+                granted, more = self._pump()
+                evicted.extend(more)
+        self._after(granted, evicted)
+        return evicted
+
+    def evict_below(self, priority: int) -> list[Request]:
+        """Evict every evictable allocation of priority ``< priority``; return them all."""
+        with self._lock:
+            victims = sorted(
+                (r for r in self._evictable if r._priority < priority), key=_eviction_order
+            )
+            for request in victims:
+                self._drop(request)
+            self._count_evictions(victims)
+            granted, more = self._pump() if self._order else ([], [])
+        evicted = victims + more
+        self._after(granted, evicted)
+        return evicted
+
+    # -------------------------------------------------------------- private
+
+    def _fits_now(self, nbytes: int, priority: int) -> bool:
+        if not nbytes:
+            return True
+        if self._order and self._order[0] >= priority:
+            return False
+        headroom = self._headroom
+        return headroom is None or nbytes <= headroom
+
+    def _grant(self, request: Request) -> None:
+        nbytes = request._nbytes
+        request._state = LIVE
+        used = self._used = self._used + nbytes
+        if used > self._peak:
+            self._peak = used
+        self._count += 1
+        self._granted += 1
+        if request._key is not None:
+            self._keys[request._key] = request
+        if request._evictable:
+            self._evictable[request] = None
+            self._evictable_bytes += nbytes
+        if self._headroom is not None:
+            self._headroom = max(self._headroom - nbytes, 0)
+        now = self._clock()
+        if now >= self._next_history:
+            self._record(now)
+        else:
+            self._history_dirty = True
+
+    def _drop(self, request: Request) -> None:
+        request._state = RELEASED
+        nbytes = request._nbytes
+        self._used -= nbytes
+        self._count -= 1
+        key = request._key
+        if key is not None and self._keys.get(key) is request:
+            del self._keys[key]
+        if request._evictable:
+            del self._evictable[request]
+            self._evictable_bytes -= nbytes
+        now = self._clock()
+        if now >= self._next_history:
+            self._record(now)
+        else:
+            self._history_dirty = True
+
+    def _row(self) -> HistoryRow:
+        return HistoryRow(
+            time.time(),
+            self._capacity,
+            self._used,
+            self._peak,
+            self._count,
+            self._nwaiting,
+            self._waiters_peak,
+            self._granted,
+            self._evictions,
+            self._evicted_bytes,
+            self._timeouts,
+            self._cancelled,
+            self._headroom,
+            self._level,
+        )
+
+    def _record(self, now: float) -> None:
+        if not self._history_enabled:
+            return
+        self._history.append(self._row())
+        self._next_history = now + HISTORY_INTERVAL
+        self._history_dirty = False
+
+    def _evict_for(self, nbytes: int, priority: int) -> list[Request] | None:
+        """Evict the fewest lower-priority evictables (in eviction order) that make it fit.
+
+        Evicts nothing and returns None when evicting all of them would not do.
+        """
+        need = self._used + nbytes - self._capacity
+        if self._evictable_bytes < need:
+            return None
+        eligible = [r for r in self._evictable if r._priority < priority and r._nbytes]
+        if sum(r._nbytes for r in eligible) < need:
+            return None
+        eligible.sort(key=_eviction_order)
+        victims: list[Request] = []
+        for request in eligible:
+            victims.append(request)
+            need -= request._nbytes
+            if need <= 0:
+                break
+        for request in victims:
+            self._drop(request)
+        self._count_evictions(victims)
+        return victims
+
+    def _count_evictions(self, victims: list[Request]) -> None:
+        self._evictions += len(victims)
+        self._evicted_bytes += sum(r._nbytes for r in victims)
+
+    def _insert_priority(self, priority: int) -> None:
+        order = self._order
+        index = 0
+        while index < len(order) and order[index] > priority:
+            index += 1
+        order.insert(index, priority)
+
+    def _dequeue(self, request: Request) -> None:
+        priority = request._priority
+        queue = self._queues[priority]
+        del queue[request]
+        if not queue:
+            del self._queues[priority]
+            self._order.remove(priority)
+        key = request._key
+        if key is not None and self._keys.get(key) is request:
+            del self._keys[key]
+        self._nwaiting -= 1
+        request._state = ABANDONED
+
+    def _pump(self) -> tuple[list[Request], list[Request]]:
+        """Grant queued requests from the head while they fit (evicting if allowed)."""
+        granted: list[Request] = []
+        evicted: list[Request] = []
+        order = self._order
+        while order:
+            priority = order[0]
+            queue = self._queues[priority]
+            request = next(iter(queue))
+            nbytes = request._nbytes
+            headroom = self._headroom
+            if headroom is not None and nbytes > headroom:
+                break
+            if self._used + nbytes > self._capacity:
+                victims = self._evict_for(nbytes, priority)
+                if victims is None:
+                    break
+                evicted.extend(victims)
+            queue.popitem(last=False)
+            if not queue:
+                del self._queues[priority]
+                order.pop(0)
+            self._nwaiting -= 1
+            self._grant(request)
+            granted.append(request)
+        return granted, evicted
+
+    def _after(self, granted: list[Request] | tuple[()], evicted: list[Request]) -> None:
+        for request in granted:
+            request._wake()
+        if evicted and self._on_evicted is not None:
+            self._on_evicted(evicted)
+
+
+def _eviction_order(request: Request) -> tuple[int, int]:
+    # Lowest priority first; within a priority the smallest (ties: oldest first,
+    # as the sort is stable over insertion order).
+    return (request._priority, request._nbytes)
+
+
+def _too_large(nbytes: int, capacity: int) -> MemoryAllocationError:
+    return MemoryAllocationError(
+        f"nbytes={nbytes} exceeds the budget's capacity of {capacity} bytes: "
+        "it can never be granted"
+    )
+
+
+def _duplicate(key: str) -> ValueError:
+    return ValueError(f"key={key!r} is already held (or requested) in this budget")
+
+
+def _not_pending(request: Request) -> RuntimeError:
+    return RuntimeError(f"{request!r} was already submitted; a reservation is entered once")
