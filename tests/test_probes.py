@@ -170,12 +170,29 @@ def test_nested_v2_equal_limits_use_the_own_cgroup(host: FakeHost) -> None:
 def test_limit_changes_are_seen_without_reopening(host: FakeHost) -> None:
     host.v2("/app")
     host.v2_level("/app", limit=str(512 * MIB), current=300 * MIB, inactive_file=0)
-    with _probe(host) as probe:
+    with _probe(host, limit_refresh=0.0) as probe:
         assert probe.sample().limit == 512 * MIB
         host.write("/sys/fs/cgroup/app/memory.max", f"{256 * MIB}\n")
         host.write("/sys/fs/cgroup/app/memory.current", f"{100 * MIB}\n")
         s = probe.sample()
     assert (s.limit, s.used) == (256 * MIB, 100 * MIB)
+
+
+def test_limits_are_cached_for_limit_refresh_seconds(
+    host: FakeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr("memwarden.probes.time.monotonic", lambda: now[0])
+    host.v2("/app")
+    host.v2_level("/app", limit=str(512 * MIB), current=300 * MIB, inactive_file=0)
+    with _probe(host, limit_refresh=2.0) as probe:
+        assert probe.sample().limit == 512 * MIB
+        host.write("/sys/fs/cgroup/app/memory.max", f"{256 * MIB}\n")
+        host.write("/sys/fs/cgroup/app/memory.current", f"{100 * MIB}\n")
+        s = probe.sample()
+        assert (s.limit, s.used) == (512 * MIB, 100 * MIB)  # usage is always fresh
+        now[0] += 2.0
+        assert probe.sample().limit == 256 * MIB
 
 
 def test_v1_limited_uses_total_inactive_file(host: FakeHost) -> None:
@@ -379,6 +396,8 @@ def test_bad_arguments(host: FakeHost) -> None:
         SystemProbe(root=3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="psi"):
         SystemProbe(root=str(host.root), psi="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="limit_refresh must be >= 0"):
+        SystemProbe(root=str(host.root), limit_refresh=-1.0)
     with pytest.raises(ValueError, match=r"reclaimable.*'cache'"):
         SystemProbe(root=str(host.root), reclaimable="cache")  # type: ignore[arg-type]
 

@@ -184,7 +184,7 @@ async def test_give_up_raise_cancels_everything_and_chains(clock: ManualClock) -
         raise Boom("fatal")
 
     policy = RestartPolicy(max_restarts=0, on_give_up="raise")
-    with pytest.raises(SupervisorError, match="'doomed' failed 1 times") as info:
+    with pytest.raises(SupervisorError, match="'doomed' failed 1 time within 60s: Boom") as info:
         async with _sup(clock) as sup:
             sup.start("steady", steady)
             sup.start("doomed", doomed, policy=policy)

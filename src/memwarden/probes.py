@@ -26,7 +26,7 @@ import psutil
 
 from . import _cgroup
 from ._cgroup import CgroupFormatError, join_root
-from ._validate import check_int
+from ._validate import check_float, check_int
 
 __all__ = [
     "MemorySample",
@@ -218,6 +218,10 @@ class SystemProbe:
     ``psi_some_avg10`` comes from the cgroup's ``memory.pressure`` (v2) or
     ``/proc/pressure/memory``, ``None`` when unavailable.
 
+    Usage is read on every sample. Limits change rarely (``docker update``,
+    a resized pod), so they are re-read at most every ``limit_refresh``
+    seconds (``0`` re-reads them on every sample).
+
     Files that vanish or hold text that cannot be parsed never produce a
     guess: the sample falls back to the system figures, a warning is logged
     once per reason on ``memwarden.probes`` and :attr:`fallback_reason` says
@@ -235,9 +239,11 @@ class SystemProbe:
         root: str = "/",
         psi: bool = True,
         reclaimable: Literal["inactive_file", "file"] = "inactive_file",
+        limit_refresh: float = 1.0,
     ) -> None:
         if not isinstance(root, str | os.PathLike):
             raise TypeError(f"root must be a path, got {type(root).__name__} {root!r}")
+        self._limit_refresh = check_float("limit_refresh", limit_refresh, minimum=0.0)
         if not isinstance(psi, bool):
             raise TypeError(f"psi must be a bool, got {type(psi).__name__} {psi!r}")
         if reclaimable not in ("inactive_file", "file"):
@@ -259,6 +265,8 @@ class SystemProbe:
         self._version: int | None = None
         self._cgroup_path: str | None = None
         self._levels: tuple[_Level, ...] = ()
+        self._binding: tuple[int, _Level] | None = None
+        self._limits_due = 0.0
         pressure_path = join_root(root, "/proc/pressure/memory")
         location = _cgroup.locate(root)
         if location is not None:
@@ -375,33 +383,45 @@ class SystemProbe:
 
     def _cgroup_figures(self) -> tuple[int, int] | None:
         try:
-            best: int | None = None
-            binding: _Level | None = None
-            for level in self._levels:
-                if level.limit_fd is None:
-                    continue
-                limit = _cgroup.parse_limit(_pread(level.limit_fd, _SMALL), level.directory)
-                # Leaf first, so on equal limits the deepest level binds.
-                if limit is None or limit >= self._ram:
-                    continue
-                if best is None or limit < best:
-                    best, binding = limit, level
-            if best is None or binding is None:
+            now = time.monotonic()
+            if now >= self._limits_due:
+                self._limits_due = 0.0  # stays due if reading fails below
+                self._binding = self._binding_limit()
+                self._limits_due = now + self._limit_refresh
+            if self._binding is None:
                 return None
-            if binding.usage_fd is None:
-                # Only the root cgroup lacks a usage file; our own is the
-                # closest figure that exists.
-                self._note(f"no usage file in {binding.directory}; using this cgroup's usage")
-                binding = self._levels[0]
+            best, binding = self._binding
             if binding.usage_fd is None:
                 raise CgroupFormatError(f"no usage file in {binding.directory}")
             usage = _cgroup.parse_int(_pread(binding.usage_fd, _SMALL), binding.directory)
             stat = _pread(binding.stat_fd, _LARGE) if binding.stat_fd is not None else None
             reclaim = self._reclaimable(stat, binding.directory)
         except (OSError, CgroupFormatError) as exc:
+            self._limits_due = 0.0
             self._note(f"cgroup figures unusable ({exc}); using system figures")
             return None
         return max(usage - reclaim, 0), best
+
+    def _binding_limit(self) -> tuple[int, _Level] | None:
+        best: int | None = None
+        binding: _Level | None = None
+        for level in self._levels:
+            if level.limit_fd is None:
+                continue
+            limit = _cgroup.parse_limit(_pread(level.limit_fd, _SMALL), level.directory)
+            # Leaf first, so on equal limits the deepest level binds.
+            if limit is None or limit >= self._ram:
+                continue
+            if best is None or limit < best:
+                best, binding = limit, level
+        if best is None or binding is None:
+            return None
+        if binding.usage_fd is None:
+            # Only the root cgroup lacks a usage file; our own is the
+            # closest figure that exists.
+            self._note(f"no usage file in {binding.directory}; using this cgroup's usage")
+            binding = self._levels[0]
+        return best, binding
 
     def _reclaimable(self, stat: bytes | None, directory: str) -> int:
         if stat is None:

@@ -574,7 +574,7 @@ class Supervisor:
         task.state = "failed"
         task.next_run = None
         _log.error(
-            "supervisor %r: task %r failed %d times within %gs; giving up (%s)",
+            "supervisor %r: task %r failed %d time(s) within %gs; giving up (%s)",
             self._name,
             task.name,
             task.tracker.recent_failures,
@@ -584,9 +584,10 @@ class Supervisor:
         )
         if policy.on_give_up == "raise":
             if self._give_up is None:
+                count = task.tracker.recent_failures
                 error = SupervisorError(
-                    f"supervisor {self._name!r}: task {task.name!r} failed "
-                    f"{task.tracker.recent_failures} times within {policy.window:g}s: {exc!r}"
+                    f"supervisor {self._name!r}: task {task.name!r} failed {count} "
+                    f"time{'s' if count != 1 else ''} within {policy.window:g}s: {exc!r}"
                 )
                 error.__cause__ = exc
                 error.__suppress_context__ = True
