@@ -113,6 +113,22 @@ class Subscription(Generic[T]):
     same subscription, each item goes to one of them.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_accept",
+        "_buffer",
+        "_capacity",
+        "_closed",
+        "_ended",
+        "_error",
+        "_key",
+        "_lock",
+        "_owner",
+        "_waiter",
+        "dropped",
+        "peak_pending",
+    )
+
     def __init__(
         self,
         owner: Broadcaster[T] | None,
@@ -124,14 +140,15 @@ class Subscription(Generic[T]):
         self._lock = lock
         self._capacity = capacity
         self._accept = accept
-        self._buffer: deque[T] = deque()
+        # maxlen makes a full buffer drop its oldest item inside append(), atomically,
+        # so receive_nowait can pop without the lock even against a foreign-thread publish.
+        self._buffer: deque[T] = deque(maxlen=capacity)
         self._waiter: _Waiter | None = None
         self._ended = False  # no more items will arrive
         self._closed = False  # closed by its own holder
         self._error: BaseException | None = None
         self._key = -1
         self.dropped = 0
-        self.received = 0
         self.peak_pending = 0
 
     # -- state queries -------------------------------------------------------
@@ -156,13 +173,17 @@ class Subscription(Generic[T]):
 
     def _push_locked(self, item: T) -> _Waiter | None:
         buffer = self._buffer
-        if len(buffer) >= self._capacity:
-            buffer.popleft()
+        size = len(buffer)
+        if size >= self._capacity:
             self.dropped += 1
+        else:
+            size += 1
+            if size > self.peak_pending:
+                self.peak_pending = size
         buffer.append(item)
-        if len(buffer) > self.peak_pending:
-            self.peak_pending = len(buffer)
-        waiter, self._waiter = self._waiter, None
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
         return waiter
 
     def _end_locked(self, error: BaseException | None = None) -> _Waiter | None:
@@ -183,11 +204,15 @@ class Subscription(Generic[T]):
         ``anyio.BrokenResourceError`` (from the filter's exception) when this
         subscription's ``accept`` filter raised.
         """
+        try:
+            # Lock-free fast path: popleft is atomic and close() empties the buffer.
+            return self._buffer.popleft()
+        except IndexError:
+            pass
         with self._lock:
             if self._closed:
                 raise anyio.ClosedResourceError
             if self._buffer:
-                self.received += 1
                 return self._buffer.popleft()
             if self._ended:
                 if self._error is not None:
@@ -380,33 +405,51 @@ class Broadcaster(Generic[T]):
         """
         if self._closed:
             return
-        wake: list[_Waiter] = []
-        broken: list[tuple[Subscription[T], BaseException]] = []
-        for ref in tuple(self._subs.values()):
-            sub = ref()
-            if sub is None:
-                continue
-            accept = sub._accept
-            if accept is not None:
-                try:
-                    if not accept(item):
-                        continue
-                except Exception as exc:
-                    broken.append((sub, exc))
-                    continue
-            with self._lock:
-                if sub._ended:
-                    continue
-                waiter = sub._push_locked(item)
-            if waiter is not None:
-                wake.append(waiter)
+        filtered: list[Subscription[T]] | None = None
+        wake: list[_Waiter] | None = None
         with self._lock:
             self._published += 1
-        for waiter in wake:
-            waiter.wake()
-        for sub, error in broken:
-            _log.warning("removing a subscription whose filter raised %r", error, exc_info=error)
-            self._break(sub, error)
+            for ref in tuple(self._subs.values()):
+                sub = ref()
+                if sub is None or sub._ended:
+                    continue
+                if sub._accept is not None:
+                    # Filters are user code: they run below, outside the lock.
+                    if filtered is None:
+                        filtered = []
+                    filtered.append(sub)
+                    continue
+                waiter = sub._push_locked(item)
+                if waiter is not None:
+                    if wake is None:
+                        wake = []
+                    wake.append(waiter)
+        broken: list[tuple[Subscription[T], BaseException]] | None = None
+        if filtered is not None:
+            for sub in filtered:
+                try:
+                    if not sub._accept(item):  # type: ignore[misc]
+                        continue
+                except Exception as exc:
+                    if broken is None:
+                        broken = []
+                    broken.append((sub, exc))
+                    continue
+                with self._lock:
+                    waiter = None if sub._ended else sub._push_locked(item)
+                if waiter is not None:
+                    if wake is None:
+                        wake = []
+                    wake.append(waiter)
+        if wake is not None:
+            for waiter in wake:
+                waiter.wake()
+        if broken is not None:
+            for sub, error in broken:
+                _log.warning(
+                    "removing a subscription whose filter raised %r", error, exc_info=error
+                )
+                self._break(sub, error)
 
     def _break(self, sub: Subscription[T], exc: BaseException) -> None:
         with self._lock:
