@@ -1,0 +1,371 @@
+"""Caches that weigh bytes and shrink under memory pressure.
+
+- :class:`LRUCache`: a thread-safe ``MutableMapping`` bounded by entries,
+  bytes or both, with an optional TTL and ``policy="lru"`` or ``"tinylfu"``.
+- :class:`TTLCache`: an :class:`LRUCache` whose entries expire.
+- :class:`WeakValueCache`: values held weakly (seed 002's ``WeakReferenceCache``).
+- :func:`memoize`: result caching for sync and async functions, single-flight for async.
+- :class:`CacheManager`: named caches (seed 004's API) that react to pressure
+  events: at HIGH every cache sheds ``shrink_fraction`` of itself, at CRITICAL
+  every cache but the weak ones is cleared.
+
+Caches are synchronous: a lookup never touches the event loop. Only
+``memoize`` on async functions and :meth:`CacheManager.react` are async.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, Literal, ParamSpec, TypeVar
+
+import anyio
+
+from ._cache_core import CacheStats, LRUCache, TTLCache, WeakValueCache
+from ._memoize import CacheInfo, MemoizedFunction, memoize
+from ._validate import check_float, check_fraction
+from .errors import CacheError
+from .pressure import PressureEvent, PressureLevel
+
+__all__ = [
+    "CacheInfo",
+    "CacheManager",
+    "CacheStats",
+    "LRUCache",
+    "MemoizedFunction",
+    "TTLCache",
+    "WeakValueCache",
+    "memoize",
+]
+
+logger = logging.getLogger("memwarden.cache")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+AnyCache = LRUCache[Any, Any] | WeakValueCache[Any, Any]
+Kind = Literal["lru", "timed", "weak"]
+_KINDS = ("lru", "timed")
+
+
+def _kind_of(cache: AnyCache) -> Kind:
+    if isinstance(cache, WeakValueCache):
+        return "weak"
+    return "timed" if cache.ttl is not None else "lru"
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__} {name!r}")
+    if not name:
+        raise ValueError("name must not be empty, got ''")
+    return name
+
+
+class CacheManager:
+    """A registry of named caches that shrink under memory pressure (seed 004's CacheManager).
+
+    Every cache lives in its own namespace: the same key in two caches never
+    collides. ``react(event)`` is the pressure hook: at HIGH each cache (weak
+    caches excepted) evicts ``shrink_fraction`` of its contents, coldest first;
+    at CRITICAL each is cleared. Each reaction is counted per cache (``reactions``
+    in its stats) and logged once per level change.
+
+    Raises ``CacheError`` naming an unknown cache or kind, or a duplicate name;
+    ``TypeError``/``ValueError`` for bad arguments. Thread-safe; ``react`` runs
+    on the event loop and yields between caches.
+    """
+
+    def __init__(
+        self,
+        *,
+        shrink_fraction: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self._shrink_fraction = check_fraction("shrink_fraction", shrink_fraction)
+        if not callable(clock):
+            raise TypeError(f"clock must be callable, got {type(clock).__name__} {clock!r}")
+        self._clock = clock
+        self._log = log if log is not None else logger
+        self._lock = threading.Lock()
+        self._caches: dict[str, AnyCache] = {}
+        self._reactions: dict[str, int] = {}
+        self._last_level: PressureLevel | None = None
+        self._freed_total = 0
+
+    # -- registry -----------------------------------------------------------
+
+    @property
+    def shrink_fraction(self) -> float:
+        """Share of each cache evicted at HIGH pressure."""
+        return self._shrink_fraction
+
+    def register(self, name: str, cache: AnyCache) -> AnyCache:
+        """Add a cache made elsewhere under ``name`` and return it.
+
+        Raises ``CacheError`` if the name is taken, ``TypeError`` for a non-cache.
+        """
+        _check_name(name)
+        if not isinstance(cache, LRUCache | WeakValueCache):
+            raise TypeError(
+                f"cache must be an LRUCache, TTLCache or WeakValueCache, got "
+                f"{type(cache).__name__} {cache!r}"
+            )
+        with self._lock:
+            if name in self._caches:
+                raise CacheError(f"a cache named {name!r} already exists")
+            self._caches[name] = cache
+            self._reactions[name] = 0
+        return cache
+
+    def unregister(self, name: str) -> AnyCache:
+        """Remove ``name`` from the registry and return its cache (its entries stay)."""
+        with self._lock:
+            cache = self._lookup_locked(name)
+            del self._caches[name]
+            del self._reactions[name]
+            return cache
+
+    def create_lru_cache(
+        self, name: str, capacity: int | None = None, **kw: Any
+    ) -> LRUCache[Any, Any]:
+        """Create and register an :class:`LRUCache`; ``kw`` as for its constructor."""
+        _check_name(name)
+        cache: LRUCache[Any, Any] = LRUCache(capacity, **kw)
+        self.register(name, cache)
+        return cache
+
+    def create_timed_cache(
+        self, name: str, ttl_seconds: float, capacity: int | None = None, **kw: Any
+    ) -> TTLCache[Any, Any]:
+        """Create and register a :class:`TTLCache` whose entries live ``ttl_seconds``."""
+        _check_name(name)
+        check_float("ttl_seconds", ttl_seconds, positive=True)
+        kw.setdefault("clock", self._clock)
+        cache: TTLCache[Any, Any] = TTLCache(ttl_seconds, capacity, **kw)
+        self.register(name, cache)
+        return cache
+
+    def create_weak_cache(self, name: str) -> WeakValueCache[Any, Any]:
+        """Create and register a :class:`WeakValueCache`."""
+        _check_name(name)
+        cache: WeakValueCache[Any, Any] = WeakValueCache()
+        self.register(name, cache)
+        return cache
+
+    def _lookup_locked(self, name: str) -> AnyCache:
+        try:
+            return self._caches[name]
+        except (KeyError, TypeError):
+            known = ", ".join(repr(n) for n in sorted(self._caches)) or "none"
+            raise CacheError(f"no cache named {name!r} (known: {known})") from None
+
+    def get_cache(self, name: str) -> AnyCache:
+        """The cache registered as ``name``; ``CacheError`` naming it when unknown."""
+        with self._lock:
+            return self._lookup_locked(name)
+
+    def _typed_lookup(self, kind: str, name: str) -> AnyCache:
+        if kind not in _KINDS and kind != "weak":
+            raise CacheError(f"unknown cache kind {kind!r}; expected 'lru' or 'timed'")
+        cache = self.get_cache(name)
+        actual = _kind_of(cache)
+        if actual != kind:
+            raise CacheError(f"cache {name!r} is a {actual} cache, not {kind!r}")
+        return cache
+
+    def put_in_cache(self, kind: str, name: str, key: Hashable, value: Any) -> None:
+        """Store ``value`` under ``key`` in cache ``name`` of ``kind`` ("lru" or "timed").
+
+        Raises ``CacheError`` for an unknown kind or name, or a kind that does
+        not match the cache.
+        """
+        self._typed_lookup(kind, name).put(key, value)
+
+    def get_from_cache(self, kind: str, name: str, key: Hashable, default: Any = None) -> Any:
+        """The value under ``key`` in cache ``name`` of ``kind``, or ``default``.
+
+        Raises ``CacheError`` for an unknown kind or name.
+        """
+        return self._typed_lookup(kind, name).get(key, default)
+
+    def get_stats(self, name: str) -> CacheStats:
+        """:class:`CacheStats` of cache ``name`` (``stats["hits"]`` works too)."""
+        with self._lock:
+            cache = self._lookup_locked(name)
+            reactions = self._reactions[name]
+        return dataclasses.replace(cache.stats(), reactions=reactions)
+
+    def clear_cache(self, name: str) -> int:
+        """Empty cache ``name``; return how many entries it held."""
+        cache = self.get_cache(name)
+        count = len(cache)
+        cache.clear()
+        return count
+
+    def clear_all(self) -> int:
+        """Empty every cache; return the number of entries removed."""
+        return sum(self.clear_cache(name) for name in self.names())
+
+    def names(self) -> list[str]:
+        """Registered cache names, sorted."""
+        with self._lock:
+            return sorted(self._caches)
+
+    def __iter__(self) -> Iterator[str]:
+        """Iterate over a snapshot of the registered names."""
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        """Number of registered caches."""
+        return len(self._caches)
+
+    def __contains__(self, name: object) -> bool:
+        """Whether a cache is registered under ``name``."""
+        return name in self._caches
+
+    # -- memoize ------------------------------------------------------------
+
+    def memoize(
+        self,
+        *,
+        ttl_seconds: float | None = None,
+        capacity: int | None = None,
+        namespace: str | None = None,
+        **kw: Any,
+    ) -> Callable[[Callable[P, R]], MemoizedFunction[P, R]]:
+        """Decorator: memoize into a cache registered as ``namespace``.
+
+        The default namespace is ``memoize:<module>.<qualname>`` (suffixed
+        ``#2``, ``#3``... if taken). ``ttl_seconds`` makes results expire;
+        ``kw`` goes to :func:`memoize` (``max_bytes``, ``key``, ``typed``...).
+        Raises ``CacheError`` when an explicit ``namespace`` is taken.
+        """
+        if ttl_seconds is not None:
+            check_float("ttl_seconds", ttl_seconds, positive=True)
+        if namespace is not None:
+            _check_name(namespace)
+        kw.setdefault("clock", self._clock)
+
+        def decorate(func: Callable[P, R]) -> MemoizedFunction[P, R]:
+            wrapped = memoize(capacity=capacity, ttl=ttl_seconds, **kw)(func)
+            if namespace is not None:
+                self.register(namespace, wrapped.cache)
+                return wrapped
+            base = (
+                f"memoize:{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', '?')}"
+            )
+            name, n = base, 1
+            while True:
+                try:
+                    self.register(name, wrapped.cache)
+                    return wrapped
+                except CacheError:
+                    n += 1
+                    name = f"{base}#{n}"
+
+        return decorate
+
+    # -- pressure and periodic work -----------------------------------------
+
+    def sweep_expired(self) -> int:
+        """Drop expired entries from every cache now; return how many. Cheap: O(expired).
+
+        The Warden runs this periodically under its supervisor.
+        """
+        removed = 0
+        with self._lock:
+            caches = list(self._caches.values())
+        for cache in caches:
+            if isinstance(cache, LRUCache) and cache.ttl is not None:
+                removed += cache.sweep_expired()
+        return removed
+
+    async def react(self, event: PressureEvent) -> None:
+        """Respond to a pressure event: HIGH shrinks every cache, CRITICAL clears them.
+
+        Weak caches are left alone (they hold no memory of their own). Each
+        cache's reaction is counted in its stats; a line is logged when the
+        level changes. Yields to the event loop between caches; if cancelled
+        midway, caches already handled stay shrunk.
+        """
+        if not isinstance(event, PressureEvent):
+            raise TypeError(f"event must be a PressureEvent, got {type(event).__name__} {event!r}")
+        level = event.level
+        changed = level != self._last_level
+        self._last_level = level
+        if level < PressureLevel.HIGH:
+            if changed:
+                self._log.info("caches: memory pressure %s, caches grow freely", level.label)
+            return
+        freed = 0
+        entries = 0
+        touched = 0
+        for name in self.names():
+            with self._lock:
+                cache = self._caches.get(name)
+            if cache is None or isinstance(cache, WeakValueCache):
+                continue
+            if level >= PressureLevel.CRITICAL:
+                entries += len(cache)
+                if cache.weighs:
+                    freed += cache.shrink(1.0)
+                else:
+                    # Weighing every value now would cost CPU exactly when the
+                    # process can least afford it: drop them unweighed.
+                    cache.clear()
+            else:
+                size = len(cache)
+                freed += cache.shrink(self._shrink_fraction)
+                entries += size - len(cache)
+            with self._lock:
+                if name in self._reactions:
+                    self._reactions[name] += 1
+            touched += 1
+            await anyio.lowlevel.checkpoint()
+        self._freed_total += freed
+        if changed:
+            action = (
+                "cleared"
+                if level >= PressureLevel.CRITICAL
+                else f"shrank by {self._shrink_fraction:.0%}"
+            )
+            self._log.warning(
+                "caches: memory pressure %s, %s %d caches: %d entries, %d bytes freed",
+                level.label,
+                action,
+                touched,
+                entries,
+                freed,
+            )
+
+    @property
+    def bytes_freed(self) -> int:
+        """Total bytes freed by pressure reactions so far."""
+        return self._freed_total
+
+    def stats(self) -> dict[str, CacheStats]:
+        """Every cache's :class:`CacheStats` by name."""
+        return {name: self.get_stats(name) for name in self.names()}
+
+    def report(self) -> dict[str, object]:
+        """A JSON-able summary for the Warden's report: totals plus each cache's stats."""
+        per_cache = self.stats()
+        return {
+            "caches": {
+                name: {"kind": _kind_of(self.get_cache(name)), **s.to_dict()}
+                for name, s in per_cache.items()
+            },
+            "total_nbytes": sum(s.nbytes for s in per_cache.values()),
+            "total_entries": sum(s.size for s in per_cache.values()),
+            "shrink_fraction": self._shrink_fraction,
+            "bytes_freed_by_pressure": self._freed_total,
+            "last_pressure_level": self._last_level.label if self._last_level is not None else None,
+        }
+
+    def __repr__(self) -> str:
+        return f"CacheManager(caches={self.names()!r}, shrink_fraction={self._shrink_fraction})"
