@@ -226,6 +226,20 @@ def test_v1_unlimited_is_no_limit(host: FakeHost) -> None:
     assert s.limit == RAM_KIB * KIB
 
 
+def test_v1_hierarchical_limit_of_a_hidden_ancestor(host: FakeHost) -> None:
+    host.v1("/docker/abc")
+    host.v1_level("/docker/abc", limit=V1_UNLIMITED, usage=200 * MIB, inactive_file=20 * MIB)
+    stat = host.root / "sys/fs/cgroup/memory/docker/abc/memory.stat"
+    stat.write_text(
+        stat.read_text().replace(
+            f"hierarchical_memory_limit {V1_UNLIMITED}", f"hierarchical_memory_limit {300 * MIB}"
+        )
+    )
+    with _probe(host) as probe:
+        s = probe.sample()
+    assert (s.source, s.limit, s.used) == ("cgroup", 300 * MIB, 180 * MIB)
+
+
 def test_limit_above_ram_is_no_limit(host: FakeHost) -> None:
     host.v2("/app")
     host.v2_level("/app", limit=str(RAM_KIB * KIB * 2), current=300 * MIB, inactive_file=0)

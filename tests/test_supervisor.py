@@ -469,6 +469,38 @@ async def test_exit_cancels_every_task_and_waits_for_cleanup(clock: ManualClock)
         sup.start("late", worker)
 
 
+async def test_start_during_shutdown_is_refused(clock: ManualClock) -> None:
+    errors: list[BaseException] = []
+    started = anyio.Event()
+
+    async def worker() -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            try:
+                sup.start("late", worker)
+            except SupervisorError as exc:
+                errors.append(exc)
+
+    async with _sup(clock) as sup:
+        sup.start("w", worker)
+        await started.wait()
+    assert len(errors) == 1 and "shutting down" in str(errors[0])
+    assert set(sup.status()) == {"w"}
+
+
+async def test_stop_before_the_task_first_runs(clock: ManualClock) -> None:
+    calls: list[float] = []
+    async with _sup(clock) as sup:
+        sup.start_periodic("p", lambda: calls.append(clock()), 1.0)
+        sup.stop("p")  # the task has not been scheduled yet
+        await _settle()
+        assert sup.status()["p"].state == "stopped"
+    assert calls == []
+    assert sup.status()["p"].runs == 0
+
+
 async def test_outer_cancellation_twin(clock: ManualClock) -> None:
     started = anyio.Event()
 

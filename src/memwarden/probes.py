@@ -199,8 +199,10 @@ class SystemProbe:
     The limit is the lowest of RAM and every cgroup memory limit on the path
     from this process' own cgroup (found through ``/proc/self/cgroup`` and
     ``/proc/self/mountinfo``) up to the cgroup mount root: ``memory.max`` on
-    cgroup v2, ``memory.limit_in_bytes`` on v1. A limit at or above RAM (v1
-    prints ``9223372036854771712`` for "unlimited") or ``max`` counts as none.
+    cgroup v2, ``memory.limit_in_bytes`` on v1 (where ``hierarchical_memory_limit``
+    in ``memory.stat`` also reveals ancestors above the mount root). A limit
+    at or above RAM (v1 prints ``9223372036854771712`` for "unlimited") or
+    ``max`` counts as none.
 
     ``used`` is measured at the cgroup that holds the effective limit (its
     siblings share that limit): ``memory.current`` (v2) or
@@ -253,6 +255,8 @@ class SystemProbe:
         self._reclaimable_mode = reclaimable
         self._lock = threading.Lock()
         self._fds: list[int] = []
+        # Registered before anything is opened so a failure below leaks nothing.
+        self._finalizer = weakref.finalize(self, _close_fds, self._fds)
         self._closed = False
         self._warned: set[str] = set()
         self.fallback_reason: str | None = None
@@ -260,6 +264,8 @@ class SystemProbe:
 
         self._meminfo_fd = self._track(_open(join_root(root, "/proc/meminfo")))
         self._statm_fd = self._track(_open(join_root(root, "/proc/self/statm")))
+        # Without procfs (macOS, Windows) psutil knows this process' RSS.
+        self._self_process = psutil.Process() if self._statm_fd is None and root == "/" else None
         self._ram = self._read_ram()
 
         self._version: int | None = None
@@ -284,7 +290,6 @@ class SystemProbe:
             if location.pressure_path is not None:
                 pressure_path = location.pressure_path
         self._psi_fd = self._track(_open(pressure_path)) if psi else None
-        self._finalizer = weakref.finalize(self, _close_fds, self._fds)
 
     def _track(self, fd: int | None) -> int | None:
         if fd is not None:
@@ -360,7 +365,9 @@ class SystemProbe:
 
     def _rss(self) -> int | None:
         if self._statm_fd is None:
-            return None
+            if self._self_process is None:
+                return None
+            return int(self._self_process.memory_info().rss)
         try:
             fields = _pread(self._statm_fd, _SMALL).split()
             return int(fields[1]) * _PAGE_SIZE
@@ -414,6 +421,20 @@ class SystemProbe:
                 continue
             if best is None or limit < best:
                 best, binding = limit, level
+        if self._version == 1:
+            # v1 reports limits of ancestors hidden above the mount root (a
+            # container without a cgroup namespace) in its own memory.stat.
+            leaf = self._levels[0]
+            if leaf.stat_fd is not None:
+                hierarchical = _cgroup.stat_value(
+                    _pread(leaf.stat_fd, _LARGE), b"hierarchical_memory_limit"
+                )
+                if (
+                    hierarchical is not None
+                    and hierarchical < self._ram
+                    and (best is None or hierarchical < best)
+                ):
+                    best, binding = hierarchical, leaf
         if best is None or binding is None:
             return None
         if binding.usage_fd is None:
@@ -524,6 +545,7 @@ class ProcessProbe:
         self._include_children = include_children
         self._lock = threading.Lock()
         self._fds: list[int] = []
+        self._finalizer = weakref.finalize(self, _close_fds, self._fds)
         self._closed = False
         fd = _open(join_root(root, f"/proc/{self._pid}/statm"))
         self._process: psutil.Process | None = None
@@ -538,7 +560,6 @@ class ProcessProbe:
             self._fds.append(fd)
         self._statm_fd = fd
         self._limit = limit if limit is not None else detect_memory_limit(root=root)
-        self._finalizer = weakref.finalize(self, _close_fds, self._fds)
 
     @property
     def pid(self) -> int:

@@ -277,6 +277,7 @@ class Supervisor:
         self._rng = rng if rng is not None else random.Random()
         self._tasks: dict[str, _Task] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self._closing = False
         self._give_up: SupervisorError | None = None
 
     @property
@@ -295,6 +296,7 @@ class Supervisor:
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
+        self._closing = False
         self._give_up = None
         return self
 
@@ -306,6 +308,7 @@ class Supervisor:
     ) -> bool:
         tg = self._tg
         assert tg is not None
+        self._closing = True
         tg.cancel_scope.cancel()
         try:
             if isinstance(exc, Exception):
@@ -434,6 +437,8 @@ class Supervisor:
                 f"supervisor {self._name!r} is not running: start tasks inside "
                 f"'async with Supervisor(...)'"
             )
+        if self._closing or self._give_up is not None:
+            raise SupervisorError(f"supervisor {self._name!r} is shutting down")
         existing = self._tasks.get(name)
         if existing is not None and existing.state in _LIVE_STATES:
             raise ValueError(f"a task named {name!r} is already {existing.state}")
@@ -471,6 +476,9 @@ class Supervisor:
             task.next_run = None
 
     async def _call(self, task: _Task) -> None:
+        # stop() may land after the wait finished but before this task ran
+        # again: never start a call that is already cancelled.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         if task.pending_restart:
             task.pending_restart = False
             task.restarts += 1
