@@ -175,7 +175,7 @@ class CacheManager:
         cache = self.get_cache(name)
         actual = _kind_of(cache)
         if actual != kind:
-            raise CacheError(f"cache {name!r} is a {actual} cache, not {kind!r}")
+            raise CacheError(f"cache {name!r} is of kind {actual!r}, not {kind!r}")
         return cache
 
     def put_in_cache(self, kind: str, name: str, key: Hashable, value: Any) -> None:
