@@ -1,0 +1,150 @@
+"""The synchronous core of :class:`memwarden.sessions.SessionManager`.
+
+A plain state machine with no ``await``: the table of live sessions kept in
+least-recently-used order, their byte totals, leases and counters. The async
+shell decides nothing the table decides; it only waits for budget bytes and
+runs under the event loop. Every method is O(1) except the sweeps, which are
+O(sessions they remove + leased sessions they skip).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+__all__: list[str] = []
+
+
+class _Entry:
+    """One live session: its data, timestamps, size, leases and budget charge."""
+
+    __slots__ = (
+        "allocations",
+        "busy",
+        "created_at",
+        "data",
+        "ended",
+        "last_access",
+        "leases",
+        "lock",
+        "nbytes",
+        "session_id",
+    )
+
+    def __init__(self, session_id: str, data: dict[str, Any], nbytes: int, now: float) -> None:
+        self.session_id = session_id
+        self.data = data
+        self.nbytes = nbytes
+        self.created_at = now
+        self.last_access = now
+        self.leases = 0  # user leases (SessionManager.acquire)
+        self.busy = 0  # in-flight updates; they pin the session like a lease
+        self.ended = False
+        self.allocations: list[Any] = []  # budget Allocations charged for this session
+        self.lock: Any = None  # anyio.Lock, created by the shell on first update
+
+    @property
+    def pinned(self) -> bool:
+        return self.leases > 0 or self.busy > 0
+
+    @property
+    def accounted(self) -> int:
+        return sum(a.nbytes for a in self.allocations)
+
+
+class _SessionTable:
+    """Live sessions in LRU order (oldest access first) with exact totals and peaks."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.total_bytes = 0
+        self.leased = 0  # sessions with at least one user lease
+        self.created = 0
+        self.expired = 0
+        self.ended = 0
+        self.rejected_updates = 0
+        self.peak_sessions = 0
+        self.peak_bytes = 0
+        self.peak_session_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._entries
+
+    def __iter__(self) -> Iterator[_Entry]:
+        return iter(self._entries.values())
+
+    def get(self, session_id: str) -> _Entry | None:
+        return self._entries.get(session_id)
+
+    def add(self, entry: _Entry) -> None:
+        if entry.session_id in self._entries:
+            raise AssertionError(f"duplicate session id {entry.session_id!r}")
+        self._entries[entry.session_id] = entry
+        self.created += 1
+        self.total_bytes += entry.nbytes
+        self._peaks(entry.nbytes)
+
+    def touch(self, entry: _Entry, now: float) -> None:
+        # Times only move forward, so appending keeps the order sorted by last_access.
+        entry.last_access = max(entry.last_access, now)
+        self._entries.move_to_end(entry.session_id)
+
+    def resize(self, entry: _Entry, data: dict[str, Any], nbytes: int) -> None:
+        self.total_bytes += nbytes - entry.nbytes
+        entry.data = data
+        entry.nbytes = nbytes
+        self._peaks(nbytes)
+
+    def lease(self, entry: _Entry) -> None:
+        if entry.leases == 0:
+            self.leased += 1
+        entry.leases += 1
+
+    def unlease(self, entry: _Entry) -> None:
+        if entry.leases <= 0:
+            raise AssertionError(f"session {entry.session_id!r} is not leased")
+        entry.leases -= 1
+        if entry.leases == 0 and not entry.ended:
+            self.leased -= 1
+
+    def remove(self, entry: _Entry, *, expired: bool) -> None:
+        del self._entries[entry.session_id]
+        entry.ended = True
+        self.total_bytes -= entry.nbytes
+        if entry.leases > 0:
+            self.leased -= 1
+        if expired:
+            self.expired += 1
+        else:
+            self.ended += 1
+
+    def is_idle(self, entry: _Entry, now: float, idle: float) -> bool:
+        return not entry.pinned and now - entry.last_access >= idle
+
+    def idle_entries(self, now: float, min_idle: float, max_count: int | None) -> list[_Entry]:
+        """Unpinned entries idle for at least ``min_idle``, least recently used first."""
+        found: list[_Entry] = []
+        if max_count == 0:
+            return found
+        for entry in self._entries.values():
+            if now - entry.last_access < min_idle:
+                break  # every later entry was accessed more recently
+            if entry.pinned:
+                continue
+            found.append(entry)
+            if max_count is not None and len(found) >= max_count:
+                break
+        return found
+
+    def _peaks(self, nbytes: int) -> None:
+        count = len(self._entries)
+        if count > self.peak_sessions:
+            self.peak_sessions = count
+        if self.total_bytes > self.peak_bytes:
+            self.peak_bytes = self.total_bytes
+        if nbytes > self.peak_session_bytes:
+            self.peak_session_bytes = nbytes
