@@ -338,6 +338,35 @@ def test_dump_json_round_trip_on_trio(tmp_path: Path) -> None:
     assert len(data["top_consumers"]) <= 7
 
 
+async def test_dump_cancelled_leaves_no_file(tmp_path: Path) -> None:
+    profiler = MemoryProfiler()
+    profiler.start_profiling()
+    try:
+        snap = profiler.take_snapshot()
+        (tmp_path / "keep").write_bytes(b"old")
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await profiler.dump(tmp_path / "keep", snapshot=snap)
+        assert scope.cancelled_caught
+    finally:
+        profiler.stop_profiling()
+    assert os.listdir(tmp_path) == ["keep"]
+    assert (tmp_path / "keep").read_bytes() == b"old"
+
+
+async def test_dump_timed_out_leaves_no_file(tmp_path: Path) -> None:
+    profiler = MemoryProfiler()
+    profiler.start_profiling()
+    try:
+        snap = profiler.take_snapshot()
+        with anyio.move_on_after(0) as scope:
+            await profiler.dump(tmp_path / "snap", snapshot=snap, format="json")
+        assert scope.cancelled_caught
+    finally:
+        profiler.stop_profiling()
+    assert os.listdir(tmp_path) == []
+
+
 async def test_dump_without_tracing_or_snapshot_raises(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         await MemoryProfiler().dump(tmp_path / "x")

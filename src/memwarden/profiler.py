@@ -19,12 +19,14 @@ this module only adds bookkeeping around it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import inspect
 import json
 import os
 import pickle
+import secrets
 import threading
 import time
 import tracemalloc
@@ -584,7 +586,8 @@ class MemoryProfiler:
         the event loop is not blocked.
         Raises ``TypeError``/``ValueError`` for a bad path, format, limit or
         group_by and ``RuntimeError`` when a fresh snapshot is needed and
-        tracemalloc is not tracing. Cancellation may leave a partial file.
+        tracemalloc is not tracing. The file is replaced atomically: a cancelled
+        or failed dump leaves any previous file at ``path`` untouched.
         """
         text = _check_path(path)
         if format not in _DUMP_FORMATS:
@@ -606,20 +609,34 @@ class MemoryProfiler:
         await _write_file(text, data)
 
 
-async def _write_file(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` without blocking the event loop.
+def _temporary_name(path: str) -> str:
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
 
+
+async def _write_file(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically without blocking the event loop.
+
+    The bytes go to a temporary file next to ``path`` that replaces it only
+    when complete, so a cancelled or failed dump never leaves a torn file.
     aiofiles needs a running asyncio loop; under trio anyio's thread-backed
     file wrapper does the same job.
     """
+    temporary = _temporary_name(path)
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        async with await anyio.open_file(path, "wb") as stream:
-            await stream.write(data)
-        return
-    async with aiofiles.open(path, "wb") as handle:
-        await handle.write(data)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            async with await anyio.open_file(temporary, "wb") as stream:
+                await stream.write(data)
+        else:
+            async with aiofiles.open(temporary, "wb") as handle:
+                await handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 # --- per-function figures -------------------------------------------------------------
