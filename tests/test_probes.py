@@ -367,6 +367,30 @@ def test_psi_from_proc_without_cgroup(host: FakeHost) -> None:
         assert probe.sample().psi_some_avg10 == 0.75
 
 
+def test_psi_is_re_read_at_most_once_a_second(
+    host: FakeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [50.0]
+    monkeypatch.setattr("memwarden.probes.time.monotonic", lambda: now[0])
+    path = host.write("/proc/pressure/memory", "some avg10=1.00 avg60=0 avg300=0 total=0\n")
+    with _probe(host) as probe:
+        assert probe.sample().psi_some_avg10 == 1.0
+        path.write_text("some avg10=2.00 avg60=0 avg300=0 total=0\n")
+        now[0] += 0.5
+        assert probe.sample().psi_some_avg10 == 1.0
+        now[0] += 0.5
+        assert probe.sample().psi_some_avg10 == 2.0
+
+
+def test_large_files_are_read_whole(host: FakeHost) -> None:
+    host.v2("/app")
+    host.v2_level("/app", limit=str(512 * MIB), current=300 * MIB, inactive_file=0)
+    padding = "".join(f"pad_{i} {i}\n" for i in range(2000))  # ~20 KiB before the key
+    host.write("/sys/fs/cgroup/app/memory.stat", padding + f"inactive_file {100 * MIB}\n")
+    with _probe(host) as probe:
+        assert probe.sample().used == 200 * MIB
+
+
 def test_garbage_psi_gives_none_and_stops_reading(host: FakeHost) -> None:
     path = host.write("/proc/pressure/memory", "nonsense\n")
     with _probe(host) as probe:

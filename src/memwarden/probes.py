@@ -148,7 +148,10 @@ class StaticProbe:
 # Reading /proc and cgroup files.
 
 _SMALL = 256  # limit, usage, statm and pressure files are a line or two
-_LARGE = 16384  # meminfo and memory.stat are 1-3 KiB on current kernels
+_LARGE = 4096  # meminfo and memory.stat are 1-3 KiB on current kernels
+# The kernel recomputes PSI averages every 2 s; reading more often than this
+# returns the same avg10.
+_PSI_PERIOD = 1.0
 
 
 def _page_size() -> int:
@@ -218,7 +221,8 @@ class SystemProbe:
     ``limit = MemTotal`` from ``/proc/meminfo`` (psutil where that file does
     not exist). ``rss`` is this process' resident set (``/proc/self/statm``);
     ``psi_some_avg10`` comes from the cgroup's ``memory.pressure`` (v2) or
-    ``/proc/pressure/memory``, ``None`` when unavailable.
+    ``/proc/pressure/memory``, ``None`` when unavailable; the kernel updates
+    it every 2 s, so it is re-read at most once a second.
 
     Usage is read on every sample. Limits change rarely (``docker update``,
     a resized pod), so they are re-read at most every ``limit_refresh``
@@ -290,6 +294,8 @@ class SystemProbe:
             if location.pressure_path is not None:
                 pressure_path = location.pressure_path
         self._psi_fd = self._track(_open(pressure_path)) if psi else None
+        self._psi_value: float | None = None
+        self._psi_due = 0.0
 
     def _track(self, fd: int | None) -> int | None:
         if fd is not None:
@@ -376,8 +382,13 @@ class SystemProbe:
 
     def _psi(self) -> float | None:
         assert self._psi_fd is not None
+        now = time.monotonic()
+        if now < self._psi_due:
+            return self._psi_value
         try:
-            return _cgroup.parse_psi_some_avg10(_pread(self._psi_fd, _SMALL))
+            self._psi_value = _cgroup.parse_psi_some_avg10(_pread(self._psi_fd, _SMALL))
+            self._psi_due = now + _PSI_PERIOD
+            return self._psi_value
         except (OSError, CgroupFormatError) as exc:
             # PSI can be compiled in yet disabled (reads fail with
             # EOPNOTSUPP): stop paying for a read that never succeeds.
