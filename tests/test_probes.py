@@ -494,38 +494,50 @@ def test_process_probe_exited_process_in_fake_tree(host: FakeHost) -> None:
             probe.sample()
 
 
-def test_process_probe_real_child_exit() -> None:
+_IDLE_CHILD = "import sys; print('ready', flush=True); sys.stdin.read()"
+
+
+def _idle_child() -> subprocess.Popen[bytes]:
+    """A python child blocked on stdin once it has printed 'ready' (its RSS is then stable)."""
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+        [sys.executable, "-c", _IDLE_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
+    assert child.stdout is not None
+    assert child.stdout.readline() == b"ready\n"
+    return child
+
+
+def _finish(child: subprocess.Popen[bytes]) -> None:
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.close()
+    child.wait(timeout=30)
+    child.stdout.close()
+
+
+def test_process_probe_real_child_exit() -> None:
+    child = _idle_child()
     try:
         probe = ProcessProbe(child.pid, limit=GIB)
-        assert probe.sample().used > 0
+        s = probe.sample()
+        assert s.used == s.rss
+        assert abs(s.used - psutil.Process(child.pid).memory_info().rss) < 4 * MIB
     finally:
-        assert child.stdin is not None
-        child.stdin.close()
-        child.wait(timeout=30)
+        _finish(child)
     with pytest.raises(ProcessLookupError, match=str(child.pid)):
         probe.sample()
     probe.close()
 
 
 def test_process_probe_includes_children() -> None:
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
-    )
+    child = _idle_child()
     try:
-        child_rss = 0
-        while child_rss == 0:  # the child is running once psutil sees its pages
-            child_rss = psutil.Process(child.pid).memory_info().rss
+        child_rss = psutil.Process(child.pid).memory_info().rss
         with ProcessProbe(include_children=True, limit=64 * GIB) as probe:
             s = probe.sample()
         assert s.rss is not None
-        assert s.used >= s.rss + child_rss // 2
+        assert abs((s.used - s.rss) - child_rss) < 4 * MIB
     finally:
-        assert child.stdin is not None
-        child.stdin.close()
-        child.wait(timeout=30)
+        _finish(child)
 
 
 @pytest.mark.parametrize(

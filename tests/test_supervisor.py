@@ -592,6 +592,20 @@ async def test_start_periodic_bad_input(
         assert sup.status() == {}
 
 
+async def test_start_bad_input(clock: ManualClock) -> None:
+    async def worker() -> None:
+        await anyio.sleep_forever()
+
+    async with _sup(clock) as sup:
+        with pytest.raises(TypeError, match="func must be callable, got str 'x'"):
+            sup.start("w", "x")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="policy must be a RestartPolicy or None, got int 1"):
+            sup.start("w", worker, policy=1)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="name must not be empty"):
+            sup.start("", worker)
+        assert sup.status() == {}
+
+
 def test_supervisor_constructor_bad_input() -> None:
     with pytest.raises(TypeError, match="name must be a str"):
         Supervisor(name=1)  # type: ignore[arg-type]
