@@ -74,6 +74,15 @@ class PressureLevel(enum.IntEnum):
         raise TypeError(f"level must be a PressureLevel, str or int, got {type(value).__name__}")
 
 
+# Module constants: attribute lookups on an Enum class are slow on the sampling path.
+_LOW, _MEDIUM, _HIGH, _CRITICAL = (
+    PressureLevel.LOW,
+    PressureLevel.MEDIUM,
+    PressureLevel.HIGH,
+    PressureLevel.CRITICAL,
+)
+
+
 @dataclass(frozen=True)
 class PressureThresholds:
     """Fractions of the limit at which each level starts, plus hysteresis.
@@ -104,12 +113,12 @@ class PressureThresholds:
 
     def _raw(self, fraction: float) -> PressureLevel:
         if fraction >= self.critical:
-            return PressureLevel.CRITICAL
+            return _CRITICAL
         if fraction >= self.high:
-            return PressureLevel.HIGH
+            return _HIGH
         if fraction >= self.medium:
-            return PressureLevel.MEDIUM
-        return PressureLevel.LOW
+            return _MEDIUM
+        return _LOW
 
     def threshold(self, level: PressureLevel) -> float:
         """The fraction at which ``level`` is entered (0.0 for LOW)."""
@@ -126,6 +135,9 @@ class PressureThresholds:
         Raises ``ValueError`` for NaN or negative fractions.
         """
         fraction = check_float("fraction", fraction, minimum=0.0, allow_inf=True)
+        return self._classify_checked(fraction, previous)
+
+    def _classify_checked(self, fraction: float, previous: PressureLevel | None) -> PressureLevel:
         raw = self._raw(fraction)
         if previous is None or raw >= previous:
             return raw
@@ -329,15 +341,17 @@ class PressureMonitor:
         """
         with self._lock:
             sample = self._probe.sample()
-            level = self._thresholds.classify(sample.fraction, self._level)
-            now = self._clock()
+            fraction = sample.fraction
             previous = self._level
+            # `not >=` also catches NaN; the full check runs only to word the error.
+            if not (type(fraction) is float and fraction >= 0.0):
+                fraction = check_float("fraction", fraction, minimum=0.0, allow_inf=True)
+            level = self._thresholds._classify_checked(fraction, previous)
+            now = self._clock()
             event: PressureEvent | None = None
             if level != previous:
                 event = PressureEvent(level, previous, sample, sample.timestamp)
-            elif level >= PressureLevel.HIGH and now - self._last_notified >= (
-                self._renotify_interval
-            ):
+            elif level >= _HIGH and now - self._last_notified >= self._renotify_interval:
                 event = PressureEvent(level, previous, sample, sample.timestamp)
                 self._renotifications += 1
             self._history.append(sample)
