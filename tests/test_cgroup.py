@@ -148,6 +148,17 @@ def test_locate_v2_without_memory_controller_is_none(tmp_path: Path) -> None:
     assert _cgroup.locate(str(tmp_path)) is None
 
 
+def test_locate_v2_starts_at_the_deepest_level_with_memory_files(tmp_path: Path) -> None:
+    _write(tmp_path, "/proc/self/cgroup", "0::/slice/svc\n")
+    _write(tmp_path, "/proc/self/mountinfo", V2_MOUNTINFO)
+    _write(tmp_path, "/sys/fs/cgroup/slice/memory.current", "1\n")
+    (tmp_path / "sys/fs/cgroup/slice/svc").mkdir()
+    loc = _cgroup.locate(str(tmp_path))
+    assert loc is not None
+    assert loc.path == "/slice/svc"
+    assert loc.levels[0].directory == str(tmp_path / "sys/fs/cgroup/slice")
+
+
 def test_locate_hybrid_uses_v1_memory(tmp_path: Path) -> None:
     _write(tmp_path, "/proc/self/cgroup", "4:memory:/docker/abc\n0::/\n")
     _write(tmp_path, "/proc/self/mountinfo", V1_MOUNTINFO)

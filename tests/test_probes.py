@@ -161,6 +161,15 @@ def test_nested_v2_parent_holds_the_lower_limit(host: FakeHost) -> None:
     assert s.used == 800 * MIB
 
 
+def test_v2_parent_without_delegated_memory_controller(host: FakeHost) -> None:
+    host.v2("/slice/svc")
+    host.v2_level("/slice", limit=str(1 * GIB), current=600 * MIB, inactive_file=100 * MIB)
+    (host.root / "sys/fs/cgroup/slice/svc").mkdir()
+    with _probe(host) as probe:
+        s = probe.sample()
+    assert (s.source, s.limit, s.used) == ("cgroup", 1 * GIB, 500 * MIB)
+
+
 def test_nested_v2_equal_limits_use_the_own_cgroup(host: FakeHost) -> None:
     host.v2("/pod/c1")
     host.v2_level("/pod", limit=str(1 * GIB), current=900 * MIB, inactive_file=0)

@@ -178,8 +178,9 @@ def locate(root: str = "/", pid: str = "self") -> CgroupLocation | None:
     """Find the memory cgroup of ``pid`` under ``root``; ``None`` if there is none.
 
     A v1 memory controller wins over the unified hierarchy (hybrid systems
-    keep memory on v1). A v2 cgroup counts only when its memory controller is
-    enabled, i.e. ``memory.current`` exists in its own directory.
+    keep memory on v1). Levels start at the deepest directory that has a
+    usage file (``memory.current`` exists only where the memory controller is
+    enabled); ``None`` when no level has one.
     """
     proc = read_small(join_root(root, f"/proc/{pid}/cgroup"))
     if proc is None:
@@ -214,7 +215,11 @@ def _choose(
             # namespace); the mount point itself is the best view we have.
             relative = ""
         levels = _levels(version, top, relative)
-        if not os.path.exists(levels[0].usage_path):
+        # A v2 parent that does not delegate the memory controller leaves its
+        # children without memory files; its own limit still binds them.
+        while levels and not os.path.exists(levels[0].usage_path):
+            levels = levels[1:]
+        if not levels:
             continue
         pressure_name = _FILES[version][3]
         pressure = None
