@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import runpy
@@ -218,6 +219,9 @@ def test_stats(probe: StaticProbe, clock: ManualClock) -> None:
     sub.close()
     assert monitor.stats().subscribers == 0
     assert monitor.stats().max_dropped == 2
+    data = monitor.stats().to_dict()
+    assert data["level"] == "high" and data["samples"] == 3
+    assert json.loads(json.dumps(data)) == data
 
 
 def test_default_probe_is_system_probe(clock: ManualClock) -> None:

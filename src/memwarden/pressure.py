@@ -186,6 +186,12 @@ class MonitorStats:
     psi_active: bool
     psi_wakeups: int
 
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-able dict of every field, with ``level`` as its label."""
+        data: dict[str, object] = dict(self.__dict__)
+        data["level"] = self.level.label
+        return data
+
 
 class PressureMonitor:
     """Sample a probe, classify pressure with hysteresis, and publish level changes.
@@ -508,8 +514,10 @@ class PressureMonitor:
         ``last_sample`` set. A probe that raises is logged (a warning, then
         debug until it recovers) and retried on the next interval. Where a
         PSI trigger can be armed (``use_psi`` and a ``SystemProbe``) a memory
-        stall wakes the loop early. Raises ``RuntimeError`` if this monitor is
-        already running.
+        stall wakes the loop early; the wait is then a real-time poll bounded
+        by ``interval`` and the injected ``sleep`` is not used. Cancellation
+        ends the loop promptly and releases the trigger. Raises
+        ``RuntimeError`` if this monitor is already running.
         """
         with self._lock:
             if self._running:
