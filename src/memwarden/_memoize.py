@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
 
 import anyio
 
-from ._cache_core import LRUCache, TTLCache
+from ._cache_core import LRUCache, TTLCache, _SingleThreadLRUCache, _unhashable
 from .errors import CacheError
 
 __all__ = ["CacheInfo", "MemoizedFunction", "memoize"]
@@ -300,6 +300,19 @@ def _key_maker(
     return lambda a, kw: make_key(a, kw, typed)
 
 
+def _inline_parts(store: LRUCache[Any, Any]) -> tuple[bool, Any]:
+    """Whether the wrapper may read ``store`` directly, and the lock to take then.
+
+    A plain LRU lookup is a dict get and a move_to_end; doing it in the
+    wrapper instead of calling ``store.get`` saves a Python frame, which is a
+    third of the cost of a hit. Caches with TTL, weights or W-TinyLFU go
+    through ``store.get``.
+    """
+    plain = not store._special
+    lock = None if isinstance(store, _SingleThreadLRUCache) else store._lock
+    return plain, lock
+
+
 def _sync_wrapper(
     func: Callable[..., Any],
     store: LRUCache[Any, Any],
@@ -315,6 +328,10 @@ def _sync_wrapper(
     make = _key_maker(key, typed)
     simple = key is None and not typed and not shared
 
+    plain, lock = _inline_parts(store)
+    data_get = store._data_get
+    move_to_end = store._move_to_end
+
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         # The common case (positional, untyped, own cache) is inlined: it is
         # the whole cost of a hit.
@@ -324,7 +341,23 @@ def _sync_wrapper(
             k = make(args, kwargs)
             if prefix is not None:
                 k = (prefix, k)
-        value = cache_get(k, _MISSING)
+        if plain:
+            if lock is not None:
+                lock.acquire()
+            try:
+                value = data_get(k, _MISSING)
+                if value is _MISSING:
+                    store._misses += 1
+                else:
+                    move_to_end(k)
+                    store._hits += 1
+            except TypeError:
+                raise _unhashable(k) from None
+            finally:
+                if lock is not None:
+                    lock.release()
+        else:
+            value = cache_get(k, _MISSING)
         if value is not _MISSING:
             controls.hits += 1
             return value
@@ -405,6 +438,10 @@ def _async_wrapper(
             raise flight.error
         return flight.value
 
+    plain, lock = _inline_parts(store)
+    data_get = store._data_get
+    move_to_end = store._move_to_end
+
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         if simple and not kwargs:
             k: Hashable = args[0] if len(args) == 1 and type(args[0]) in fast else args
@@ -412,7 +449,23 @@ def _async_wrapper(
             k = make(args, kwargs)
             if prefix is not None:
                 k = (prefix, k)
-        value = cache_get(k, _MISSING)
+        if plain:
+            if lock is not None:
+                lock.acquire()
+            try:
+                value = data_get(k, _MISSING)
+                if value is _MISSING:
+                    store._misses += 1
+                else:
+                    move_to_end(k)
+                    store._hits += 1
+            except TypeError:
+                raise _unhashable(k) from None
+            finally:
+                if lock is not None:
+                    lock.release()
+        else:
+            value = cache_get(k, _MISSING)
         if value is not _MISSING:
             controls.hits += 1
             return value
