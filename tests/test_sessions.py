@@ -21,6 +21,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from memwarden.budget import MemoryManager
 from memwarden.errors import (
     AllocationTimeoutError,
     MemoryAllocationError,
@@ -32,70 +33,15 @@ from memwarden.sessions import SessionData, SessionManager, SessionStats
 from memwarden.testing import ManualClock
 
 
-class FakeAllocation:
-    """Stands for memwarden.budget.Allocation: a key, a size, released once."""
-
-    def __init__(self, key: str, nbytes: int) -> None:
-        self.key = key
-        self.nbytes = nbytes
-        self.released = False
+def budget_of(capacity: int, clock: ManualClock | None = None) -> MemoryManager:
+    """A real MemoryManager; with a clock, its timeouts follow that clock."""
+    if clock is None:
+        return MemoryManager(capacity)
+    return MemoryManager(capacity, clock=clock, sleep=clock.sleep)
 
 
-class FakeBudget:
-    """A FIFO byte budget with MemoryManager's acquire/try_acquire/release surface."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.used = 0
-        self.live: dict[str, FakeAllocation] = {}
-        self.waiters = 0
-        self._changed = anyio.Event()
-
-    async def acquire(
-        self,
-        nbytes: int,
-        *,
-        key: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - MemoryManager's signature
-    ) -> FakeAllocation:
-        if nbytes > self.capacity:
-            raise MemoryAllocationError(f"nbytes={nbytes} exceeds capacity {self.capacity}")
-        assert key is not None and key not in self.live
-        self.waiters += 1
-        try:
-            with anyio.fail_after(timeout if timeout is not None else math.inf):
-                while self.used + nbytes > self.capacity:
-                    if timeout == 0:
-                        raise TimeoutError
-                    await self._changed.wait()
-        except TimeoutError:
-            raise AllocationTimeoutError(f"no {nbytes} bytes within {timeout}s") from None
-        finally:
-            self.waiters -= 1
-        return self._grant(key, nbytes)
-
-    def try_acquire(self, nbytes: int, *, key: str | None = None) -> FakeAllocation | None:
-        assert key is not None and key not in self.live
-        if self.waiters or self.used + nbytes > self.capacity:
-            return None
-        return self._grant(key, nbytes)
-
-    def release(self, allocation: FakeAllocation | str) -> bool:
-        key = allocation if isinstance(allocation, str) else allocation.key
-        found = self.live.pop(key, None)
-        if found is None:
-            return False
-        found.released = True
-        self.used -= found.nbytes
-        self._changed.set()
-        self._changed = anyio.Event()
-        return True
-
-    def _grant(self, key: str, nbytes: int) -> FakeAllocation:
-        allocation = FakeAllocation(key, nbytes)
-        self.live[key] = allocation
-        self.used += nbytes
-        return allocation
+def allocations(budget: MemoryManager) -> int:
+    return budget.get_stats().allocations
 
 
 def sized(data: dict[str, Any]) -> int:
@@ -421,57 +367,57 @@ async def test_expire_idle_min_idle(clock: ManualClock) -> None:
 
 
 async def test_budget_round_trip(clock: ManualClock) -> None:
-    budget = FakeBudget(1000)
+    budget = budget_of(1000)
     manager = make(clock, budget=budget)
     sid = await manager.create_session(a=100)
-    assert budget.used == 100
+    assert budget.current_usage == 100
     await manager.update_session(sid, a=300)  # grows by 200
-    assert budget.used == 300 and manager.stats().budget_bytes == 300
+    assert budget.current_usage == 300 and manager.stats().budget_bytes == 300
     await manager.update_session(sid, a=50)  # shrinks: one exact grant replaces the chunks
-    assert budget.used == 50 and len(budget.live) == 1
+    assert budget.current_usage == 50 and allocations(budget) == 1
     other = await manager.create_session(b=20)
-    assert budget.used == 70
+    assert budget.current_usage == 70
     assert await manager.end_session(sid) is True
-    assert budget.used == 20
+    assert budget.current_usage == 20
     clock.advance(60)
     assert await manager.cleanup_inactive_sessions() == 1
     assert other not in manager
-    assert budget.used == 0 and not budget.live
+    assert budget.current_usage == 0 and allocations(budget) == 0
 
 
 async def test_budget_shrink_without_headroom_returns_whole_chunks(clock: ManualClock) -> None:
-    budget = FakeBudget(100)
+    budget = budget_of(100)
     manager = make(clock, budget=budget)
     sid = await manager.create_session(a=40)
     await manager.update_session(sid, a=90)  # chunks of 40 and 50
-    assert budget.used == 90
+    assert budget.current_usage == 90
     # No room for a fresh 45-byte grant, so whole chunks the session no longer needs
     # go back: the 40 fits in the 45-byte surplus, the 50 must stay.
     await manager.update_session(sid, a=45)
-    assert budget.used == 50
-    assert manager.stats().budget_bytes == budget.used >= manager.stats().total_bytes
+    assert budget.current_usage == 50
+    assert manager.stats().budget_bytes == budget.current_usage >= manager.stats().total_bytes
 
 
 async def test_many_growths_are_merged(clock: ManualClock) -> None:
-    budget = FakeBudget(10_000)
+    budget = budget_of(10_000)
     manager = make(clock, budget=budget)
     sid = await manager.create_session(a=1)
     for size in range(2, 30):
         await manager.update_session(sid, a=size)
-    assert len(budget.live) <= 5
-    assert budget.used == manager.stats().budget_bytes == 29
+    assert allocations(budget) <= 5
+    assert budget.current_usage == manager.stats().budget_bytes == 29
 
 
 async def test_budget_too_small_for_a_session(clock: ManualClock) -> None:
-    budget = FakeBudget(10)
+    budget = budget_of(10)
     manager = make(clock, budget=budget)
     with pytest.raises(MemoryAllocationError):
         await manager.create_session(a=11)
-    assert manager.stats().sessions == 0 and budget.used == 0
+    assert manager.stats().sessions == 0 and budget.current_usage == 0
 
 
 async def test_update_waits_for_budget_bytes(clock: ManualClock) -> None:
-    budget = FakeBudget(100)
+    budget = budget_of(100)
     manager = make(clock, budget=budget)
     hog = budget.try_acquire(60, key="hog")
     assert hog is not None
@@ -490,13 +436,13 @@ async def test_update_waits_for_budget_bytes(clock: ManualClock) -> None:
         assert await manager.cleanup_inactive_sessions() == 0
         budget.release(hog)
     session = manager.get_session(sid)
-    assert session is not None and session.nbytes == 50 and budget.used == 50
+    assert session is not None and session.nbytes == 50 and budget.current_usage == 50
 
 
 async def test_update_cancelled_while_waiting_for_budget_leaves_everything(
     clock: ManualClock,
 ) -> None:
-    budget = FakeBudget(100)
+    budget = budget_of(100)
     manager = make(clock, budget=budget)
     hog = budget.try_acquire(80, key="hog")
     sid = await manager.create_session(a=10)
@@ -506,16 +452,16 @@ async def test_update_cancelled_while_waiting_for_budget_leaves_everything(
         tg.cancel_scope.cancel()
     session = manager.get_session(sid)
     assert session is not None and session.data == {"a": 10} and session.nbytes == 10
-    assert budget.waiters == 0 and budget.used == 90
+    assert budget.waiters == 0 and budget.current_usage == 90
     assert manager.stats().budget_bytes == 10
     assert hog is not None
     budget.release(hog)
     await manager.update_session(sid, a=50)  # the lock was not left held
-    assert budget.used == 50
+    assert budget.current_usage == 50
 
 
 async def test_update_timeout_leaves_everything(clock: ManualClock) -> None:
-    budget = FakeBudget(100)
+    budget = budget_of(100)
     manager = make(clock, budget=budget, budget_timeout=0)
     hog = budget.try_acquire(80, key="hog")
     sid = await manager.create_session(a=10)
@@ -523,19 +469,19 @@ async def test_update_timeout_leaves_everything(clock: ManualClock) -> None:
         await manager.update_session(sid, a=50)
     session = manager.get_session(sid)
     assert session is not None and session.data == {"a": 10}
-    assert budget.waiters == 0 and budget.used == 90 and manager.stats().budget_bytes == 10
+    assert budget.waiters == 0 and budget.current_usage == 90 and manager.stats().budget_bytes == 10
     assert hog is not None
 
 
 async def test_update_caller_timeout_leaves_everything(clock: ManualClock) -> None:
-    budget = FakeBudget(100)
+    budget = budget_of(100)
     manager = make(clock, budget=budget)
     budget.try_acquire(95, key="hog")
     sid = await manager.create_session(a=5)
     with pytest.raises(TimeoutError):
         with anyio.fail_after(0):
             await manager.update_session(sid, a=50)
-    assert budget.waiters == 0 and budget.used == 100
+    assert budget.waiters == 0 and budget.current_usage == 100
     session = manager.get_session(sid)
     assert session is not None and session.nbytes == 5
 
@@ -543,7 +489,7 @@ async def test_update_caller_timeout_leaves_everything(clock: ManualClock) -> No
 async def test_create_cancelled_while_waiting_for_budget_creates_nothing(
     clock: ManualClock,
 ) -> None:
-    budget = FakeBudget(100)
+    budget = budget_of(100)
     manager = make(clock, budget=budget)
     budget.try_acquire(100, key="hog")
     async with anyio.create_task_group() as tg:
@@ -551,20 +497,20 @@ async def test_create_cancelled_while_waiting_for_budget_creates_nothing(
         await wait_all_tasks_blocked()
         tg.cancel_scope.cancel()
     assert manager.stats().sessions == 0 and manager.stats().created == 0
-    assert budget.waiters == 0 and budget.used == 100
+    assert budget.waiters == 0 and budget.current_usage == 100
 
 
 async def test_create_timeout_creates_nothing(clock: ManualClock) -> None:
-    budget = FakeBudget(100)
+    budget = budget_of(100)
     manager = make(clock, budget=budget, budget_timeout=0)
     budget.try_acquire(100, key="hog")
     with pytest.raises(AllocationTimeoutError):
         await manager.create_session(a=10)
-    assert manager.stats().sessions == 0 and budget.used == 100 and budget.waiters == 0
+    assert manager.stats().sessions == 0 and budget.current_usage == 100 and budget.waiters == 0
 
 
 async def test_end_while_update_waits_returns_every_byte(clock: ManualClock) -> None:
-    budget = FakeBudget(100)
+    budget = budget_of(100)
     manager = make(clock, budget=budget)
     hog = budget.try_acquire(80, key="hog")
     sid = await manager.create_session(a=10)
@@ -583,11 +529,11 @@ async def test_end_while_update_waits_returns_every_byte(clock: ManualClock) -> 
         assert hog is not None
         budget.release(hog)
     assert len(errors) == 1
-    assert budget.used == 0 and not budget.live
+    assert budget.current_usage == 0 and allocations(budget) == 0
 
 
 async def test_concurrent_updates_of_one_session_are_serialized(clock: ManualClock) -> None:
-    budget = FakeBudget(100)
+    budget = budget_of(100)
     manager = make(clock, budget=budget)
     hog = budget.try_acquire(90, key="hog")
     sid = await manager.create_session(a=5)
@@ -601,20 +547,20 @@ async def test_concurrent_updates_of_one_session_are_serialized(clock: ManualClo
         budget.release(hog)
     session = manager.get_session(sid)
     assert session is not None and session.data == {"a": 5, "b": 5, "c": 5}
-    assert budget.used == manager.stats().budget_bytes == 15
+    assert budget.current_usage == manager.stats().budget_bytes == 15
 
 
 def test_runs_on_trio() -> None:
     async def scenario() -> SessionStats:
         clock = ManualClock(0.0)
-        budget = FakeBudget(100)
+        budget = budget_of(100)
         manager = make(clock, budget=budget)
         sid = await manager.create_session(a=10)
         async with manager.acquire(sid):
             await manager.update_session(sid, a=20)
         clock.advance(60)
         await manager.cleanup_inactive_sessions()
-        assert budget.used == 0
+        assert budget.current_usage == 0
         return manager.stats()
 
     stats = anyio.run(scenario, backend="trio")
@@ -634,7 +580,7 @@ class SessionMachine(RuleBasedStateMachine):
         super().__init__()
         self.runner = asyncio.Runner()
         self.clock = ManualClock(0.0)
-        self.budget = FakeBudget(1 << 30)  # never makes a step wait
+        self.budget = budget_of(1 << 30)  # never makes a step wait
         self.manager = SessionManager(
             timeout=10.0, max_session_bytes=500, budget=self.budget, sizeof=sized, clock=self.clock
         )
@@ -730,7 +676,7 @@ class SessionMachine(RuleBasedStateMachine):
         assert set(self.model) == {entry.session_id for entry in self.manager._table}
         assert stats.sessions == len(self.model)
         assert stats.total_bytes == sum(self.model.values())
-        assert stats.budget_bytes == self.budget.used >= stats.total_bytes
+        assert stats.budget_bytes == self.budget.current_usage >= stats.total_bytes
         assert stats.peak_bytes >= stats.total_bytes
         assert stats.leased == len({s for s in self._leased() if s in self.manager})
 
@@ -743,3 +689,50 @@ class SessionMachine(RuleBasedStateMachine):
 
 TestSessionMachine = SessionMachine.TestCase
 TestSessionMachine.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+
+
+async def test_update_budget_timeout_follows_the_budget_clock(clock: ManualClock) -> None:
+    budget = budget_of(100, clock)
+    manager = make(clock, budget=budget, budget_timeout=5.0)
+    hog = budget.try_acquire(80, key="hog")
+    sid = await manager.create_session(a=10)
+    errors: list[BaseException] = []
+
+    async def grow() -> None:
+        try:
+            await manager.update_session(sid, a=50)
+        except AllocationTimeoutError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(grow)
+        await clock.advance_when_parked(5.0)
+    assert len(errors) == 1
+    session = manager.get_session(sid)
+    assert session is not None and session.data == {"a": 10}
+    assert budget.waiters == 0 and budget.current_usage == 90
+    assert manager.stats().budget_bytes == 10 and hog is not None
+
+
+async def test_cancelled_while_waiting_for_the_session_lock(clock: ManualClock) -> None:
+    budget = budget_of(100)
+    manager = make(clock, budget=budget)
+    hog = budget.try_acquire(90, key="hog")
+    sid = await manager.create_session(a=5)
+    async with anyio.create_task_group() as outer:
+        outer.start_soon(lambda: manager.update_session(sid, b=10))
+        await wait_all_tasks_blocked()
+        with anyio.CancelScope() as second:
+            async with anyio.create_task_group() as inner:
+                inner.start_soon(lambda: manager.update_session(sid, c=10))
+                await wait_all_tasks_blocked()
+                second.cancel()
+        assert hog is not None
+        budget.release(hog)
+    session = manager.get_session(sid)
+    assert session is not None and session.data == {"a": 5, "b": 10}
+    assert budget.current_usage == manager.stats().budget_bytes == 15
+    assert budget.waiters == 0
+    clock.advance(60)
+    assert await manager.cleanup_inactive_sessions() == 1  # not left pinned
+    assert budget.current_usage == 0
