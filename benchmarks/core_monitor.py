@@ -45,18 +45,18 @@ async def _cpu_share(
     return 100.0 * (cpu1 - cpu0) / (wall1 - wall0)
 
 
-def _monitor_cpu(interval: float, total: float, segments: int) -> tuple[float, float, bool]:
-    """Median monitor share, median idle-loop share, and whether a PSI trigger was armed."""
+def _monitor_cpu(interval: float, total: float, segments: int) -> tuple[float, float, str | None]:
+    """Median monitor share, median idle-loop share, and the kernel trigger armed, if any."""
 
-    async def main() -> tuple[float, float, bool]:
+    async def main() -> tuple[float, float, str | None]:
         probe = SystemProbe()
         monitor = PressureMonitor(probe, interval=interval)
-        psi_seen = False
+        psi_seen: str | None = None
 
         async def start_monitor(tg: anyio.abc.TaskGroup) -> None:
             nonlocal psi_seen
             await tg.start(monitor.run)
-            psi_seen = psi_seen or monitor.stats().psi_active
+            psi_seen = psi_seen or monitor.stats().psi_source
 
         async def idle_loop() -> None:
             # The floor: a periodic task that does nothing but wake up.
@@ -99,7 +99,7 @@ def _cpu_rows(quick: bool) -> list[Row]:
                 notes=(
                     f"SystemProbe, {total:g} s in {segments} alternating segments; ours = "
                     "monitor share minus idle-loop share (the floor, shown as peer); "
-                    f"ratio = target / ours; PSI trigger {'armed' if psi else 'unavailable'}"
+                    f"ratio = target / ours; early-wake trigger: {psi or 'none (interval sleep)'}"
                 ),
                 extra={"gross_percent": gross, "floor_percent": floor},
             )

@@ -377,6 +377,7 @@ async def test_psi_trigger_wakes_run_early(
     async with anyio.create_task_group() as tg:
         await tg.start(monitor.run)
         assert monitor.stats().psi_active
+        assert monitor.stats().psi_source == "socketpair"
 
         def on_event(event: PressureEvent) -> None:
             # Consume the urgent byte: a PSI trigger, too, signals once per stall.

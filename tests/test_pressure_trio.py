@@ -105,9 +105,11 @@ def test_psi_wait_and_cancel_on_trio() -> None:
     trigger = PsiTrigger(os.dup(b.fileno()), "socketpair")
 
     async def main() -> None:
-        with anyio.move_on_after(0.05):
-            await trigger.wait(60)
-        assert await anyio.to_thread.run_sync(trigger._idle.wait, 5)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(trigger.wait, 60)
+            await wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+        assert not trigger.waiting
         a.send(b"!", socket.MSG_OOB)
         assert await trigger.wait(30) is True
 

@@ -13,7 +13,7 @@ import pytest
 from anyio import wait_all_tasks_blocked
 
 from memwarden import _psi
-from memwarden._psi import PsiTrigger, candidate_paths
+from memwarden._psi import PsiTrigger, candidate_paths, cgroup_v1_directory
 
 PSI_TEXT = "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
 
@@ -96,14 +96,78 @@ def test_bad_arguments() -> None:
         PsiTrigger.open("/proc/pressure/memory", stall_us=100, window_us=10)
 
 
+def _fake_tree(root: Path, proc_cgroup: str, cgroup_dir: str, files: dict[str, str]) -> Path:
+    (root / "proc" / "self").mkdir(parents=True)
+    (root / "proc" / "self" / "cgroup").write_text(proc_cgroup)
+    directory = root / cgroup_dir.lstrip("/")
+    directory.mkdir(parents=True)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return directory
+
+
 def test_candidate_paths_prefers_own_cgroup_v2(tmp_path: Path) -> None:
-    cgroup = tmp_path / "cgroup"
-    cgroup.write_text("4:memory:/v1/path\n0::/system.slice/app.service\n")
-    assert candidate_paths(cgroup) == [
-        Path("/sys/fs/cgroup/system.slice/app.service/memory.pressure"),
-        Path("/proc/pressure/memory"),
+    directory = _fake_tree(
+        tmp_path,
+        "0::/system.slice/app.service\n",
+        "/sys/fs/cgroup/system.slice/app.service",
+        {"memory.current": "1\n", "memory.pressure": PSI_TEXT},
+    )
+    assert candidate_paths(str(tmp_path)) == [
+        directory / "memory.pressure",
+        tmp_path / "proc" / "pressure" / "memory",
     ]
-    assert candidate_paths(tmp_path / "missing") == [Path("/proc/pressure/memory")]
+    assert cgroup_v1_directory(str(tmp_path)) is None
+
+
+def test_candidate_paths_without_cgroup(tmp_path: Path) -> None:
+    assert candidate_paths(str(tmp_path)) == [tmp_path / "proc" / "pressure" / "memory"]
+    assert cgroup_v1_directory(str(tmp_path)) is None
+
+
+V1_FILES = {"memory.usage_in_bytes": "1\n", "memory.pressure_level": "", "cgroup.event_control": ""}
+
+
+def _registration(directory: Path) -> tuple[int, int, str]:
+    efd, pressure, level = (directory / "cgroup.event_control").read_text().split()
+    return int(efd), int(pressure), level
+
+
+async def test_cgroup_v1_pressure_level_fires_and_drains(tmp_path: Path) -> None:
+    directory = _fake_tree(tmp_path, "4:memory:/app\n", "/sys/fs/cgroup/memory/app", V1_FILES)
+    assert cgroup_v1_directory(str(tmp_path)) == directory
+    before = _open_fds()
+    trigger = PsiTrigger.open_first(root=str(tmp_path))  # no PSI file here: falls to v1
+    assert trigger is not None
+    assert trigger.path.endswith("memory.pressure_level")
+    efd, _, level = _registration(directory)
+    assert level == "medium"
+    assert await trigger.wait(0.01) is False
+    os.eventfd_write(efd, 1)  # what the kernel does on medium reclaim pressure
+    assert await trigger.wait(30) is True
+    assert await trigger.wait(0.01) is False  # the counter was reset
+    trigger.close()
+    assert _open_fds() == before
+
+
+def test_cgroup_v1_refusals_fall_back_without_leaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = _open_fds()
+    assert PsiTrigger.open_cgroup_v1(tmp_path / "missing") is None
+    directory = tmp_path / "memcg"
+    directory.mkdir()
+    for name, text in V1_FILES.items():
+        (directory / name).write_text(text)
+
+    def refuse(fd: int, data: bytes) -> int:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(_psi, "_os_write", refuse)
+    assert PsiTrigger.open_cgroup_v1(directory) is None
+    assert _open_fds() == before
+    with pytest.raises(ValueError, match=r"level must be one of .*, got 'severe'"):
+        PsiTrigger.open_cgroup_v1(directory, level="severe")
 
 
 def test_open_first_falls_through_to_none(tmp_path: Path) -> None:
@@ -121,7 +185,7 @@ def test_this_machine_either_arms_or_refuses_cleanly() -> None:
 async def test_wait_times_out_without_event(oob_pair: tuple[socket.socket, PsiTrigger]) -> None:
     _, trigger = oob_pair
     assert await trigger.wait(0.01) is False
-    assert trigger.fired == 0 and not trigger.polling
+    assert trigger.fired == 0 and not trigger.waiting
 
 
 async def test_wait_returns_true_on_pollpri(oob_pair: tuple[socket.socket, PsiTrigger]) -> None:
@@ -139,16 +203,21 @@ async def test_wait_returns_true_on_pollpri(oob_pair: tuple[socket.socket, PsiTr
     assert trigger.fired == 1
 
 
-async def test_cancelled_wait_stops_its_thread_and_keeps_fds(
+async def test_cancelled_wait_leaves_trigger_usable(
     oob_pair: tuple[socket.socket, PsiTrigger],
 ) -> None:
-    _, trigger = oob_pair
-    with anyio.move_on_after(0.05):
-        await trigger.wait(60)  # would poll for a minute if not interrupted
-    # The abandoned worker was told to stop: it goes idle at once, not after 60 s.
-    assert await anyio.to_thread.run_sync(trigger._idle.wait, 5)
-    assert not trigger.polling
+    sender, trigger = oob_pair
+    before = _open_fds()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(trigger.wait, 60)
+        await wait_all_tasks_blocked()
+        assert trigger.waiting
+        tg.cancel_scope.cancel()
+    assert not trigger.waiting
+    assert _open_fds() == before
     assert await trigger.wait(0) is False  # still usable
+    sender.send(b"!", socket.MSG_OOB)
+    assert await trigger.wait(30) is True
 
 
 async def test_close_during_wait_releases_fds(oob_pair: tuple[socket.socket, PsiTrigger]) -> None:
@@ -165,8 +234,8 @@ async def test_close_during_wait_releases_fds(oob_pair: tuple[socket.socket, Psi
         trigger.close()
         trigger.close()
     assert result == [False]
-    assert not trigger.polling
-    assert len(before - _open_fds()) == 3  # the trigger fd and both pipe ends
+    assert not trigger.waiting
+    assert len(before - _open_fds()) == 2  # the trigger fd and its epoll fd
     assert await trigger.wait(1) is False
 
 

@@ -5,13 +5,16 @@ cgroup v2 ``memory.pressure`` file arms a trigger; the kernel then raises
 ``POLLPRI`` on that file descriptor when tasks stalled on memory for longer
 than the stall time within the window (at most once per window).
 
-Why a worker thread: asyncio's ``add_reader`` and trio's ``wait_readable``
-watch for readability (``EPOLLIN``), not ``POLLPRI``, so the trigger is
-watched with ``select.poll()`` in a worker thread, bounded by the caller's
-timeout. The thread also polls the read end of a private pipe; cancelling
-:meth:`PsiTrigger.wait` writes to that pipe so the thread returns at once:
-no thread outlives a cancelled wait for longer than a system call, and file
-descriptors are closed only when no thread is polling them.
+Why an epoll set: asyncio's ``add_reader`` and trio's ``wait_readable``
+watch for readability, not ``POLLPRI``. The trigger is therefore registered
+for ``EPOLLPRI`` in a private epoll instance, and the epoll descriptor, which
+becomes *readable* whenever one of its members is ready, is awaited with
+``anyio.wait_readable``. No worker thread is involved, so cancellation is an
+ordinary anyio cancellation and nothing outlives a cancelled wait.
+
+On a cgroup v1 memory hierarchy, which has no PSI files, the older
+``memory.pressure_level`` notification is used instead: an eventfd that the
+kernel signals when reclaim in the cgroup reaches "medium" pressure.
 
 Many kernels and sandboxes refuse triggers (``EINVAL``, ``EPERM``,
 ``EOPNOTSUPP``, read-only mounts, no PSI at all): :meth:`PsiTrigger.open`
@@ -28,14 +31,17 @@ import math
 import os
 import select
 import stat
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
-import anyio.to_thread
+import anyio.lowlevel
 
-__all__ = ["PsiTrigger", "candidate_paths"]
+from ._cgroup import join_root, locate
+
+__all__ = ["PsiTrigger", "candidate_paths", "cgroup_v1_directory"]
+
+_V1_LEVELS = ("low", "medium", "critical")
 
 _log = logging.getLogger("memwarden.pressure")
 _logged_fallback = False
@@ -49,25 +55,27 @@ _os_open: Callable[..., int] = os.open
 _os_write: Callable[[int, bytes], int] = os.write
 
 
-def candidate_paths(cgroup_file: str | os.PathLike[str] = "/proc/self/cgroup") -> list[Path]:
+def candidate_paths(root: str = "/") -> list[Path]:
     """Where a memory PSI trigger can be armed, best first.
 
     The process' own cgroup v2 ``memory.pressure`` (what a container's limit
-    sees), then the system-wide ``/proc/pressure/memory``. Paths are returned
-    whether or not they exist.
+    sees) when it exists, then the system-wide ``/proc/pressure/memory``
+    (returned whether or not it exists). ``root`` relocates every path.
     """
     paths: list[Path] = []
-    try:
-        text = Path(cgroup_file).read_text()
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, relative = rest.partition(":")
-        if hierarchy == "0" and controllers == "" and relative:
-            paths.append(Path("/sys/fs/cgroup") / relative.lstrip("/") / "memory.pressure")
-    paths.append(Path("/proc/pressure/memory"))
+    location = locate(root)
+    if location is not None and location.version == 2 and location.pressure_path:
+        paths.append(Path(location.pressure_path))
+    paths.append(Path(join_root(root, "/proc/pressure/memory")))
     return paths
+
+
+def cgroup_v1_directory(root: str = "/") -> Path | None:
+    """This process' cgroup v1 memory directory (for ``memory.pressure_level``), if any."""
+    location = locate(root)
+    if location is None or location.version != 1:
+        return None
+    return Path(location.levels[0].directory)
 
 
 def _is_kernel_pressure_file(fd: int) -> bool:
@@ -92,24 +100,32 @@ def _log_fallback(path: str | os.PathLike[str], reason: str) -> None:
 
 
 class PsiTrigger:
-    """An armed PSI trigger: :meth:`wait` returns True when the kernel signals a stall.
+    """An armed kernel memory-pressure trigger: :meth:`wait` returns True when it fires.
 
+    Two kernel sources: a PSI trigger (``POLLPRI`` on a pressure file, see
+    :meth:`open`) and a cgroup v1 ``memory.pressure_level`` notification (an
+    eventfd that becomes readable, see :meth:`open_cgroup_v1`).
     Use from one task at a time. :meth:`close` is idempotent and safe while a
     wait is in progress (the wait returns False).
     """
 
-    def __init__(self, fd: int, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        fd: int,
+        path: str | os.PathLike[str],
+        *,
+        events: int = select.EPOLLPRI,
+        keep: tuple[int, ...] = (),
+        eventfd: bool = False,
+    ) -> None:
         self._fd = fd
         self.path = os.fspath(path)
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._lock = threading.Lock()
-        self._polling = False
-        self._idle = threading.Event()  # set whenever no worker thread polls
-        self._idle.set()
+        self._keep = keep  # descriptors that must stay open while the trigger is armed
+        self._eventfd = eventfd
+        self._epoll = select.epoll()
+        self._epoll.register(fd, events)
+        self._waiting = False
         self._closed = False
-        self._fds_closed = False
         self.broken = False
         self.fired = 0
 
@@ -152,18 +168,71 @@ class PsiTrigger:
         return cls(fd, path)
 
     @classmethod
+    def open_cgroup_v1(
+        cls, directory: str | os.PathLike[str], *, level: str = "medium"
+    ) -> PsiTrigger | None:
+        """Register for cgroup v1 ``memory.pressure_level`` notifications in ``directory``.
+
+        The kernel signals an eventfd when reclaim in that cgroup reaches
+        ``level`` (``"low"``, ``"medium"`` or ``"critical"``). ``None`` (logged
+        once at debug level) when the files are missing or the kernel refuses.
+        Raises ``ValueError`` for an unknown ``level``.
+        """
+        if level not in _V1_LEVELS:
+            raise ValueError(f"level must be one of {_V1_LEVELS}, got {level!r}")
+        directory = os.fspath(directory)
+        opened: list[int] = []
+        try:
+            efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            opened.append(efd)
+            pressure = _os_open(
+                os.path.join(directory, "memory.pressure_level"), os.O_RDONLY | os.O_CLOEXEC
+            )
+            opened.append(pressure)
+            control = _os_open(
+                os.path.join(directory, "cgroup.event_control"), os.O_WRONLY | os.O_CLOEXEC
+            )
+            try:
+                _os_write(control, f"{efd} {pressure} {level}".encode())
+            finally:
+                os.close(control)
+        except OSError as exc:
+            for fd in opened:
+                os.close(fd)
+            _log_fallback(directory, errno.errorcode.get(exc.errno or 0, str(exc)))
+            return None
+        return cls(
+            efd,
+            os.path.join(directory, "memory.pressure_level"),
+            events=select.EPOLLIN,
+            keep=(pressure,),
+            eventfd=True,
+        )
+
+    @classmethod
     def open_first(
         cls,
         paths: list[Path] | None = None,
         *,
+        root: str = "/",
         stall_us: int = DEFAULT_STALL_US,
         window_us: int = DEFAULT_WINDOW_US,
     ) -> PsiTrigger | None:
-        """Arm a trigger on the first of ``paths`` that takes one (default: candidate_paths())."""
-        for path in candidate_paths() if paths is None else paths:
+        """Arm the best trigger this system offers, or ``None``.
+
+        Tries a PSI trigger on each of ``paths`` (default:
+        :func:`candidate_paths`), then, when ``paths`` is not given and the
+        process sits in a cgroup v1 memory hierarchy, a ``memory.pressure_level``
+        notification at ``"medium"``.
+        """
+        for path in candidate_paths(root) if paths is None else paths:
             trigger = cls.open(path, stall_us=stall_us, window_us=window_us)
             if trigger is not None:
                 return trigger
+        if paths is None:
+            directory = cgroup_v1_directory(root)
+            if directory is not None:
+                return cls.open_cgroup_v1(directory)
         return None
 
     @property
@@ -172,93 +241,64 @@ class PsiTrigger:
         return self._closed
 
     @property
-    def polling(self) -> bool:
-        """True while a worker thread is polling the trigger."""
-        return self._polling
+    def waiting(self) -> bool:
+        """True while a task is inside :meth:`wait`."""
+        return self._waiting
 
-    # The timeout bounds the poll() in the worker thread; it is not a cancellation deadline.
+    # The timeout bounds the wait for the kernel; it is not a cancellation deadline.
     async def wait(self, timeout: float | None) -> bool:  # noqa: ASYNC109
         """Wait up to ``timeout`` seconds (None: forever) for the trigger; True if it fired.
 
-        Returns False on timeout, after :meth:`close`, and once the trigger is
-        broken (the kernel reported an error on it; the caller should stop
-        using it). Cancellation interrupts the worker thread at once.
-        Raises ``RuntimeError`` if another wait is already in progress.
+        Returns False on timeout, when :meth:`close` is called meanwhile or
+        was called before, and once the trigger is broken (the kernel reported
+        an error on it; the caller should stop using it). Cancellable like any
+        anyio wait. Raises ``RuntimeError`` if another task is already waiting.
         """
         if self._closed or self.broken:
             await anyio.lowlevel.checkpoint()
             return False
-        with self._lock:
-            if self._polling:
-                raise RuntimeError("another task is already waiting on this PSI trigger")
-            self._polling = True
-            self._idle.clear()
-        timeout_ms = -1 if timeout is None or math.isinf(timeout) else math.ceil(timeout * 1000)
+        if self._waiting:
+            raise RuntimeError("another task is already waiting on this PSI trigger")
+        self._waiting = True
+        woke = False
         try:
-            fired = await anyio.to_thread.run_sync(
-                self._poll, max(timeout_ms, -1), abandon_on_cancel=True
-            )
-        except BaseException:
-            # Cancelled: the abandoned thread is still polling; wake it so it exits now.
-            self._interrupt()
-            raise
-        if fired:
-            self.fired += 1
-        return fired
-
-    def _interrupt(self) -> None:
-        with self._lock:
-            if self._polling and not self._fds_closed:
-                with contextlib.suppress(BlockingIOError):
-                    os.write(self._wake_w, b"x")
-
-    def _poll(self, timeout_ms: int) -> bool:
-        poller = select.poll()
-        poller.register(self._fd, select.POLLPRI)
-        poller.register(self._wake_r, select.POLLIN)
-        try:
-            events = poller.poll(timeout_ms)
+            with anyio.move_on_after(math.inf if timeout is None else timeout):
+                await anyio.wait_readable(self._epoll.fileno())
+                woke = True
+        except anyio.ClosedResourceError:
+            return False
         finally:
-            with self._lock:
-                self._polling = False
-                self._idle.set()
-                with contextlib.suppress(BlockingIOError):
-                    while os.read(self._wake_r, 64):
-                        pass
-                if self._closed:
-                    self._close_fds_locked()
-        fired = False
-        for fd, mask in events:
-            if fd != self._fd:
-                continue
-            if mask & (select.POLLERR | select.POLLNVAL | select.POLLHUP):
+            self._waiting = False
+        if not woke or self._closed:
+            return False
+        # Polling the epoll set also consumes the PSI event, so it does not repeat.
+        for _fd, mask in self._epoll.poll(0):
+            if mask & (select.EPOLLERR | select.EPOLLHUP):
                 self.broken = True
-            elif mask & select.POLLPRI:
-                fired = True
-        return fired and not self._closed
-
-    def _close_fds_locked(self) -> None:
-        if self._fds_closed:
-            return
-        self._fds_closed = True
-        for fd in (self._fd, self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        if self.broken:
+            return False
+        if self._eventfd:
+            # Reset the counter, or the eventfd stays readable and every wait returns at once.
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._fd, 8)
+        self.fired += 1
+        return True
 
     def close(self) -> None:
         """Disarm the trigger and release its file descriptors. Idempotent.
 
-        If a worker thread is polling, it is woken and closes them as it exits.
+        A task inside :meth:`wait` is woken and its wait returns False; call
+        from the event loop thread when a wait may be in progress.
         """
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._polling:
-                with contextlib.suppress(BlockingIOError):
-                    os.write(self._wake_w, b"x")
-            else:
-                self._close_fds_locked()
+        if self._closed:
+            return
+        self._closed = True
+        if self._waiting:
+            anyio.notify_closing(self._epoll.fileno())
+        self._epoll.close()
+        for fd in (self._fd, *self._keep):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def __repr__(self) -> str:
         return f"<PsiTrigger path={self.path!r} closed={self._closed} fired={self.fired}>"

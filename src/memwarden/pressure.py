@@ -170,7 +170,9 @@ class MonitorStats:
 
     ``max_dropped`` is the most events any one subscription lost to overflow
     (raise its ``buffer`` if this is not 0); ``peak_subscribers`` the most
-    subscriptions live at once.
+    subscriptions live at once. ``psi_source`` is the kernel file whose
+    trigger wakes :meth:`PressureMonitor.run` early (a PSI pressure file or a
+    cgroup v1 ``memory.pressure_level``), None when it sleeps on the interval.
     """
 
     level: PressureLevel
@@ -185,6 +187,7 @@ class MonitorStats:
     running: bool
     psi_active: bool
     psi_wakeups: int
+    psi_source: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-able dict of every field, with ``level`` as its label."""
@@ -331,6 +334,7 @@ class PressureMonitor:
                 running=self._running,
                 psi_active=self._psi is not None,
                 psi_wakeups=self._psi_wakeups,
+                psi_source=self._psi.path if self._psi is not None else None,
             )
 
     # -- the synchronous core ---------------------------------------------------
