@@ -374,3 +374,35 @@ async def test_async_computation_cancelled_from_outside_reports_cache_error() ->
 
     with pytest.raises(CacheError, match="was cancelled"):
         await cancels_itself(1)
+
+
+def test_sync_counters_are_exact_across_threads() -> None:
+    import threading
+
+    @memoize(capacity=16)
+    def square(x: int) -> int:
+        return x * x
+
+    @memoize(capacity=16, ttl=60.0)
+    def square_ttl(x: int) -> int:
+        return x * x
+
+    barrier = threading.Barrier(4)
+
+    def hammer() -> None:
+        barrier.wait()
+        for i in range(2_000):
+            square(i % 8)
+            square_ttl(i % 8)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for fn in (square, square_ttl):
+        info = fn.cache_info()
+        assert info.hits + info.misses == 8_000
+        assert info.currsize == 8
+        stats = fn.cache.stats()
+        assert stats.hits + stats.misses == 8_000

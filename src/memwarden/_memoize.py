@@ -22,6 +22,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
@@ -331,6 +332,7 @@ def _sync_wrapper(
     plain, lock = _inline_parts(store)
     data_get = store._data_get
     move_to_end = store._move_to_end
+    counter_lock = threading.Lock()
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         # The common case (positional, untyped, own cache) is inlined: it is
@@ -346,11 +348,15 @@ def _sync_wrapper(
                 lock.acquire()
             try:
                 value = data_get(k, _MISSING)
+                # Counted under the cache's lock so threads lose no counts.
                 if value is _MISSING:
                     store._misses += 1
+                    controls.misses += 1
                 else:
                     move_to_end(k)
                     store._hits += 1
+                    controls.hits += 1
+                    return value
             except TypeError:
                 raise _unhashable(k) from None
             finally:
@@ -358,10 +364,11 @@ def _sync_wrapper(
                     lock.release()
         else:
             value = cache_get(k, _MISSING)
-        if value is not _MISSING:
-            controls.hits += 1
-            return value
-        controls.misses += 1
+            with counter_lock:
+                if value is not _MISSING:
+                    controls.hits += 1
+                    return value
+                controls.misses += 1
         value = func(*args, **kwargs)
         # A value larger than max_bytes is returned but not cached.
         with contextlib.suppress(CacheError):
