@@ -7,7 +7,8 @@ Rows:
   per-file attribution must do);
 - a fixed allocation-heavy workload traced with nframe=1 and nframe=25,
   against the same workload untraced (the ratio is tracemalloc's slowdown);
-- a ``monitor_function_memory`` call while tracing, against the bare call.
+- a ``monitor_function_memory`` call, untraced (its own bookkeeping) and while
+  tracing (where tracemalloc's per-allocation hook dominates), against the bare call.
 
 Ours and the peer are measured alternately, batch by batch, and compared by
 their medians. Run: ``python -m benchmarks analysis`` (``--quick`` for a smoke run).
@@ -161,21 +162,35 @@ def _decorator_rows(quick: bool) -> list[Row]:
         return 1
 
     monitored = monitor_function_memory(name="bench.monitored")(bare)
-    tracemalloc.start(1)
+    duration_only = monitor_function_memory(name="bench.duration", trace=False)(bare)
     try:
-        ours, peer = _interleaved(monitored, bare, number=number, repeat=repeat)
+        # Untraced: the decorator's own bookkeeping (duration only, tracing stays off).
+        plain_ours, plain_peer = _interleaved(duration_only, bare, number=number, repeat=repeat)
+        tracemalloc.start(1)
+        try:
+            ours, peer = _interleaved(monitored, bare, number=number, repeat=repeat)
+        finally:
+            tracemalloc.stop()
     finally:
-        tracemalloc.stop()
         reset_function_stats("bench.monitored")
+        reset_function_stats("bench.duration")
     return [
+        speed_row(
+            "monitor_function_memory(trace=False) call, tracing off",
+            plain_ours,
+            plain_peer,
+            "undecorated call",
+            None,
+            notes=f"+{(plain_ours - plain_peer) * 1e6:.2f} µs/call",
+        ),
         speed_row(
             "monitor_function_memory call while tracing",
             ours,
             peer,
-            "undecorated call",
+            "undecorated call, traced",
             None,
             notes=f"+{(ours - peer) * 1e6:.2f} µs/call",
-        )
+        ),
     ]
 
 

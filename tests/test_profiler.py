@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -149,6 +150,7 @@ class TracingMachine(RuleBasedStateMachine):
 
 
 TestTracingMachine = TracingMachine.TestCase
+TestTracingMachine.settings = settings(max_examples=30, stateful_step_count=20)
 
 
 # --- snapshots and top consumers ---------------------------------------------------------

@@ -110,10 +110,6 @@ class _Tracing:
     def refs(self) -> int:
         return self._refs
 
-    @property
-    def started_by_us(self) -> bool:
-        return self._started
-
     def acquire(self, nframe: int = 1) -> None:
         with self._lock:
             if not tracemalloc.is_tracing():
