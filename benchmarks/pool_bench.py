@@ -1,0 +1,184 @@
+"""ObjectPool against the pool users write by hand: a pre-filled ``asyncio.Queue``.
+
+The peer is the minimal Queue pool: ``acquire`` awaits ``queue.get()``,
+``release`` calls ``queue.put_nowait()``, and its ``async with`` form is a
+two-method class around the same calls. Ours and the peer alternate batch by
+batch in one event loop, and each figure is the median over the batches.
+
+Rows:
+- uncontended ``async with`` and ``await acquire()`` / ``await release()``
+  (an idle object is always ready), target >= 1x;
+- contended: 100 tasks share ``max_size=10`` objects, each holding its object
+  across one ``asyncio.sleep(0)``, target >= 0.8x;
+- reference: the raw inline ``await q.get(); q.put_nowait(obj)`` with no pool
+  object around it (reported, no target).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+from benchmarks._harness import Row, speed_row
+from memwarden.pool import ObjectPool
+
+
+class QueuePool:
+    """The hand-written pool: a pre-filled asyncio.Queue."""
+
+    def __init__(self, factory: Callable[[], Any], size: int) -> None:
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        for _ in range(size):
+            self._queue.put_nowait(factory())
+
+    async def acquire(self) -> Any:
+        return await self._queue.get()
+
+    def release(self, obj: Any) -> None:
+        self._queue.put_nowait(obj)
+
+    def lease(self) -> _QueueLease:
+        return _QueueLease(self._queue)
+
+
+class _QueueLease:
+    __slots__ = ("obj", "queue")
+
+    def __init__(self, queue: asyncio.Queue[Any]) -> None:
+        self.queue = queue
+
+    async def __aenter__(self) -> Any:
+        self.obj = await self.queue.get()
+        return self.obj
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.queue.put_nowait(self.obj)
+
+
+def _factory() -> list[int]:
+    return [0]
+
+
+async def _interleave(
+    ours: Callable[[], Awaitable[None]],
+    peer: Callable[[], Awaitable[None]],
+    ops: int,
+    repeat: int,
+) -> tuple[float, float]:
+    """Median seconds per op of each, measured alternately (ours first, then peer)."""
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(repeat):
+        order = ((ours, a), (peer, b)) if i % 2 == 0 else ((peer, b), (ours, a))
+        for fn, into in order:
+            start = time.perf_counter()
+            await fn()
+            into.append((time.perf_counter() - start) / ops)
+    return statistics.median(a), statistics.median(b)
+
+
+async def _uncontended(n: int, repeat: int) -> list[tuple[str, float, float, str]]:
+    pool: ObjectPool[list[int]] = ObjectPool(_factory, max_size=10)
+    obj = await pool.acquire()
+    await pool.release(obj)
+    qpool = QueuePool(_factory, 1)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    queue.put_nowait(_factory())
+
+    async def ours_with() -> None:
+        for _ in range(n):
+            async with pool.acquire():
+                pass
+
+    async def peer_with() -> None:
+        for _ in range(n):
+            async with qpool.lease():
+                pass
+
+    async def ours_await() -> None:
+        for _ in range(n):
+            o = await pool.acquire()
+            await pool.release(o)
+
+    async def peer_await() -> None:
+        for _ in range(n):
+            o = await qpool.acquire()
+            qpool.release(o)
+
+    async def raw_queue() -> None:
+        for _ in range(n):
+            o = await queue.get()
+            queue.put_nowait(o)
+
+    out = []
+    w = await _interleave(ours_with, peer_with, n, repeat)
+    out.append(("uncontended `async with pool.acquire()`", *w, "Queue pool"))
+    a = await _interleave(ours_await, peer_await, n, repeat)
+    out.append(("uncontended `await acquire()` + `await release()`", *a, "Queue pool"))
+    r = await _interleave(ours_await, raw_queue, n, repeat)
+    out.append(("uncontended vs raw inline queue.get/put_nowait", *r, "raw Queue"))
+    await pool.aclose()
+    return out
+
+
+async def _contended(tasks: int, iters: int, repeat: int) -> tuple[float, float]:
+    pool: ObjectPool[list[int]] = ObjectPool(_factory, max_size=10)
+    await pool.fill()
+    qpool = QueuePool(_factory, 10)
+    # Create all ten objects up front so both sides only lend and return.
+    held = [await pool.acquire() for _ in range(10)]
+    for obj in held:
+        await pool.release(obj)
+
+    async def ours_worker() -> None:
+        for _ in range(iters):
+            async with pool.acquire():
+                await asyncio.sleep(0)
+
+    async def peer_worker() -> None:
+        for _ in range(iters):
+            async with qpool.lease():
+                await asyncio.sleep(0)
+
+    async def ours() -> None:
+        await asyncio.gather(*(ours_worker() for _ in range(tasks)))
+
+    async def peer() -> None:
+        await asyncio.gather(*(peer_worker() for _ in range(tasks)))
+
+    result = await _interleave(ours, peer, tasks * iters, repeat)
+    stats = pool.stats()
+    assert stats.in_use == 0 and stats.size == 10, stats
+    await pool.aclose()
+    return result
+
+
+def rows(quick: bool) -> list[Row]:
+    """Uncontended and contended acquire/release: ObjectPool vs an asyncio.Queue pool."""
+    n, repeat = (5_000, 5) if quick else (50_000, 15)
+    tasks, iters, crepeat = (100, 20, 3) if quick else (100, 200, 9)
+    out: list[Row] = []
+    for name, ours, peer, peer_name in asyncio.run(_uncontended(n, repeat)):
+        target = None if peer_name == "raw Queue" else 1.0
+        out.append(speed_row(f"pool {name}", ours, peer, peer_name, target))
+    ours_c, peer_c = asyncio.run(_contended(tasks, iters, crepeat))
+    out.append(
+        speed_row(
+            "pool contended, 100 tasks / max_size 10, `async with`",
+            ours_c,
+            peer_c,
+            "Queue pool",
+            0.8,
+            notes="FIFO hand-off, no barging",
+        )
+    )
+    return out

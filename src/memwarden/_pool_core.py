@@ -1,0 +1,582 @@
+"""The object pool's bookkeeping: a synchronous state machine with no ``await``.
+
+:class:`~memwarden.pool.ObjectPool` asks this core what to do ("hand idle
+object X", "create a new one", "park") and feeds back what happened (the
+factory returned, validation failed, the waiter was cancelled). Keeping every
+decision here, in plain methods that never suspend, makes them atomic on the
+event loop and lets a hypothesis state machine check them directly
+(``tests/test_pool_state.py``). This mirrors httpcore's
+``_assign_requests_to_connections`` and anyio's ``CapacityLimiter`` hand-off.
+
+Every object the pool owns is in exactly one state::
+
+    idle      -- deque, coldest on the left, the next to hand out on the right (LIFO,
+                 so a small working set stays warm and the rest ages out)
+    checking  -- handed to an acquirer that has not resumed or is validating it
+    in_use    -- held by user code; keyed by ``id(obj)`` (objects may be unhashable)
+    returning -- released, its ``reset`` hook running
+    pending   -- a count of creations in progress (slots reserved for the factory)
+
+``idle + checking + in_use + returning + pending <= max_size`` always holds.
+Waiters are served strictly FIFO and are handed what frees up directly, so a
+newcomer never overtakes a parked task (no barging).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict, deque
+from typing import Any, Generic, Protocol, TypeVar
+
+from .errors import PoolClosedError, PoolError
+
+__all__: list[str] = []
+
+T = TypeVar("T")
+
+MISSING: Any = object()
+"""Returned by the fast path when it cannot serve (objects themselves may be None)."""
+
+# Kinds of decision returned by PoolCore.acquire / after_discard.
+GRANT_OBJECT = 0
+GRANT_CREATE = 1
+PARK = 2
+
+
+class _Wakeable(Protocol):
+    def set(self) -> None: ...
+
+
+class Entry(Generic[T]):
+    """One pooled object and its timestamps."""
+
+    __slots__ = (
+        "acquired_at",
+        "created_at",
+        "expires_at",
+        "idle_since",
+        "key",
+        "leak_reported",
+        "obj",
+        "stack",
+    )
+
+    def __init__(self, obj: T, created_at: float, expires_at: float | None) -> None:
+        self.obj = obj
+        self.key = id(obj)
+        self.created_at = created_at
+        self.expires_at = expires_at
+        self.idle_since = created_at
+        self.acquired_at = 0.0
+        self.stack: object = None
+        self.leak_reported = False
+
+
+class Waiter(Generic[T]):
+    """A parked acquire; the core fills in exactly one grant, then wakes it."""
+
+    __slots__ = ("create", "entry", "error", "event", "queued_at")
+
+    def __init__(self, event: _Wakeable, queued_at: float) -> None:
+        self.event = event
+        self.queued_at = queued_at
+        self.entry: Entry[T] | None = None
+        self.create = False
+        self.error: BaseException | None = None
+
+    @property
+    def granted(self) -> bool:
+        return self.entry is not None or self.create or self.error is not None
+
+
+class PoolCore(Generic[T]):
+    """The pool's state and every decision about it; not thread-safe (one event loop)."""
+
+    def __init__(
+        self,
+        max_size: int,
+        min_size: int = 0,
+        *,
+        max_idle_time: float | None = None,
+        max_lifetime: float | None = None,
+        lifetime_jitter: float = 0.0,
+        leak_threshold: float | None = None,
+        rng: random.Random | None = None,
+        claim_needed: bool = True,
+    ) -> None:
+        self.max_size = max_size
+        self.min_size = min_size
+        self.max_idle_time = max_idle_time
+        self.max_lifetime = max_lifetime
+        self.lifetime_jitter = lifetime_jitter
+        self.leak_threshold = leak_threshold
+        self._rng = rng or random.Random()
+        self.claim_needed = claim_needed
+        self.idle: deque[Entry[T]] = deque()
+        self.checking: dict[int, Entry[T]] = {}
+        self.in_use: dict[int, Entry[T]] = {}
+        self.returning: dict[int, Entry[T]] = {}
+        self.pending = 0
+        self.waiters: OrderedDict[Waiter[T], None] = OrderedDict()
+        self.closed = False
+        self.force_closed: dict[int, object] = {}
+        self.drained: _Wakeable | None = None
+        # counters
+        self.created = 0
+        self.destroyed = 0
+        self.released = 0
+        self.timeouts = 0
+        self.create_failures = 0
+        self.validation_failures = 0
+        self.leaks_suspected = 0
+        self.wait_time_max = 0.0
+        self.wait_time_total = 0.0
+        self.waits = 0
+        self.in_use_peak = 0
+        self.waiters_peak = 0
+        self.size_peak = 0
+
+    # -- sizes ---------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Objects that exist: idle, being checked, in use or being reset."""
+        return len(self.idle) + len(self.checking) + len(self.in_use) + len(self.returning)
+
+    @property
+    def acquired(self) -> int:
+        """Acquires completed: every release (or force-close) follows one."""
+        return self.released + len(self.in_use)
+
+    @property
+    def outstanding(self) -> int:
+        """Objects and creations not yet back in the idle set."""
+        return len(self.checking) + len(self.in_use) + len(self.returning) + self.pending
+
+    def owns(self, obj: object) -> bool:
+        """Whether ``obj`` (by identity) is anywhere in this pool."""
+        key = id(obj)
+        for table in (self.in_use, self.checking, self.returning):
+            entry = table.get(key)
+            if entry is not None and entry.obj is obj:
+                return True
+        return any(e.obj is obj for e in self.idle)
+
+    # -- acquire ---------------------------------------------------------------
+
+    def take_idle_nowait(self) -> T | Any:
+        """Fast path: the newest idle object straight into ``in_use``, else ``MISSING``.
+
+        Only valid when the pool needs no per-object checks (no validate, no
+        lifetime, no leak tracking); the caller guarantees that.
+        """
+        idle = self.idle
+        if idle and not self.waiters:
+            entry = idle.pop()
+            in_use = self.in_use
+            in_use[entry.key] = entry
+            if len(in_use) > self.in_use_peak:
+                self.in_use_peak = len(in_use)
+            return entry.obj
+        return MISSING
+
+    def acquire(self, now: float) -> tuple[int, Entry[T] | None, list[Entry[T]]]:
+        """Decide an acquire: ``(GRANT_OBJECT, entry, expired)``, ``(GRANT_CREATE, None,
+        expired)`` or ``(PARK, None, expired)``.
+
+        A granted object is placed in ``checking``; the caller must ``claim`` it
+        (or ``reject``/``unclaim`` it). A granted creation holds a reserved slot
+        until ``created``/``creation_failed``/``creation_aborted``. On PARK the
+        caller queues a waiter with ``park`` before anything else runs.
+        ``expired`` lists idle objects found past their lifetime, already
+        removed: the caller closes them. Raises ``PoolClosedError`` when closed.
+        """
+        if self.closed:
+            raise PoolClosedError("the pool is closed")
+        expired: list[Entry[T]] = []
+        if not self.waiters:
+            entry = self._pop_live_idle(now, expired)
+            if entry is not None:
+                self.checking[id(entry.obj)] = entry
+                return GRANT_OBJECT, entry, expired
+            if self.size + self.pending < self.max_size:
+                self.pending += 1
+                return GRANT_CREATE, None, expired
+        return PARK, None, expired
+
+    def park(self, waiter: Waiter[T]) -> None:
+        """Queue ``waiter`` (FIFO) until something is handed to it."""
+        self.waiters[waiter] = None
+        if len(self.waiters) > self.waiters_peak:
+            self.waiters_peak = len(self.waiters)
+
+    def _pop_live_idle(self, now: float, expired: list[Entry[T]]) -> Entry[T] | None:
+        idle = self.idle
+        while idle:
+            entry = idle.pop()
+            if entry.expires_at is not None and now >= entry.expires_at:
+                self.destroyed += 1
+                expired.append(entry)
+                continue
+            return entry
+        return None
+
+    def claim(self, entry: Entry[T], now: float) -> None:
+        """Move a granted (and validated) object from ``checking`` to ``in_use``.
+
+        Raises ``PoolClosedError`` if the pool was force-closed meanwhile.
+        """
+        key = id(entry.obj)
+        if self.checking.pop(key, None) is None:
+            raise PoolClosedError("the pool was closed")
+        self.in_use[key] = entry
+        entry.acquired_at = now
+        entry.leak_reported = False
+        if len(self.in_use) > self.in_use_peak:
+            self.in_use_peak = len(self.in_use)
+
+    def unclaim(self, entry: Entry[T], now: float) -> Entry[T] | None:
+        """Give back a granted object its acquirer no longer wants (it was cancelled).
+
+        Returns the entry if the caller must close it (expired, or the pool closed).
+        """
+        table = self.checking if self.claim_needed else self.in_use
+        if table.pop(entry.key, None) is None:
+            return None  # force-closed by aclose(): already handled
+        return self._put_back(entry, now)
+
+    def reject(self, entry: Entry[T], now: float) -> tuple[int, Entry[T] | None, list[Entry[T]]]:
+        """Validation failed: drop ``entry`` and serve the same acquirer again.
+
+        The acquirer keeps the capacity it held, so it takes the next idle object
+        or a creation slot without queueing behind waiters. Never returns PARK.
+        Raises ``PoolClosedError`` when the pool is closed.
+        """
+        self.validation_failures += 1
+        if self.checking.pop(id(entry.obj), None) is not None:
+            self.destroyed += 1
+        if self.closed:
+            self._maybe_drained()
+            raise PoolClosedError("the pool is closed")
+        expired: list[Entry[T]] = []
+        nxt = self._pop_live_idle(now, expired)
+        if nxt is not None:
+            self.checking[id(nxt.obj)] = nxt
+            return GRANT_OBJECT, nxt, expired
+        self.pending += 1
+        return GRANT_CREATE, None, expired
+
+    def cancel_waiter(self, waiter: Waiter[T], now: float) -> Entry[T] | None:
+        """Withdraw a parked acquire; whatever it was granted passes to the next one.
+
+        Returns an entry the caller must close (the grant expired or the pool closed).
+        """
+        if waiter in self.waiters:
+            del self.waiters[waiter]
+            return None
+        if waiter.entry is not None:
+            entry, waiter.entry = waiter.entry, None
+            return self.unclaim(entry, now)
+        if waiter.create:
+            waiter.create = False
+            self.creation_aborted()
+        return None
+
+    def late_leak(self, obj: object, now: float) -> Entry[T] | None:
+        """On release: the entry if it was held past ``leak_threshold`` and not yet reported."""
+        if self.leak_threshold is None:
+            return None
+        entry = self.in_use.get(id(obj))
+        if entry is None or entry.obj is not obj or entry.leak_reported:
+            return None
+        if now - entry.acquired_at < self.leak_threshold:
+            return None
+        entry.leak_reported = True
+        self.leaks_suspected += 1
+        return entry
+
+    def record_wait(self, seconds: float) -> None:
+        """Account one completed wait of ``seconds``."""
+        self.waits += 1
+        self.wait_time_total += seconds
+        if seconds > self.wait_time_max:
+            self.wait_time_max = seconds
+
+    # -- creation ----------------------------------------------------------------
+
+    def reserve_fill(self) -> bool:
+        """Reserve a slot for a background creation if the pool is below ``min_size``."""
+        if self.closed or self.size + self.pending >= min(self.min_size, self.max_size):
+            return False
+        self.pending += 1
+        return True
+
+    def _new_entry(self, obj: T, now: float) -> Entry[T]:
+        expires_at = None
+        if self.max_lifetime is not None:
+            # Spread expiry so objects made together are not all retired together
+            # (HikariCP subtracts up to 2.5 % of maxLifetime).
+            lifetime = self.max_lifetime * (1.0 - self._rng.random() * self.lifetime_jitter)
+            expires_at = now + lifetime
+        return Entry(obj, now, expires_at)
+
+    def add_created(self, obj: T, now: float) -> Entry[T] | None:
+        """The factory returned ``obj`` for an acquirer: register it in ``checking``.
+
+        Returns None when the pool closed meanwhile (the caller closes ``obj``).
+        Raises ``PoolError`` if the factory returned an object the pool already holds.
+        """
+        self.pending -= 1
+        if self.owns(obj):
+            self._hand_capacity()
+            raise PoolError(f"factory returned an object already in the pool: {obj!r}")
+        self.created += 1
+        if self.closed:
+            self.destroyed += 1
+            self._maybe_drained()
+            return None
+        entry = self._new_entry(obj, now)
+        self.checking[id(obj)] = entry
+        self._note_size()
+        return entry
+
+    def add_created_idle(self, obj: T, now: float) -> bool:
+        """A background creation (fill) finished: hand ``obj`` to a waiter or the idle set.
+
+        Returns False when the pool closed meanwhile (the caller closes ``obj``).
+        """
+        self.pending -= 1
+        if self.owns(obj):
+            self._hand_capacity()
+            raise PoolError(f"factory returned an object already in the pool: {obj!r}")
+        self.created += 1
+        if self.closed:
+            self.destroyed += 1
+            self._maybe_drained()
+            return False
+        self._hand_entry(self._new_entry(obj, now), now)
+        self._note_size()
+        return True
+
+    def creation_failed(self) -> None:
+        """The factory raised: free the slot so the next waiter can try again."""
+        self.create_failures += 1
+        self.creation_aborted()
+
+    def creation_aborted(self) -> None:
+        """A creation was cancelled before it produced an object: free its slot."""
+        self.pending -= 1
+        if self.closed:
+            self._maybe_drained()
+        else:
+            self._hand_capacity()
+
+    # -- release -------------------------------------------------------------------
+
+    def _lookup_in_use(self, obj: object) -> Entry[T]:
+        key = id(obj)
+        entry = self.in_use.get(key)
+        if entry is None or entry.obj is not obj:
+            if self.owns(obj):
+                raise PoolError(f"object {obj!r} is not in use: it was already released")
+            raise PoolError(f"object {obj!r} was not acquired from this pool")
+        return entry
+
+    def release(self, obj: object, now: float) -> Entry[T] | None:
+        """Take back ``obj`` (no reset step). Returns the entry if the caller must close it.
+
+        Raises ``PoolError`` for an object not in use from this pool.
+        """
+        if self._forget_force_closed(obj):
+            return None
+        entry = self._lookup_in_use(obj)
+        del self.in_use[id(obj)]
+        self.released += 1
+        return self._put_back(entry, now)
+
+    def release_nowait(self, obj: object) -> bool:
+        """Fast path: to the longest waiter or the idle set; False if it cannot decide.
+
+        Only valid when no per-object step applies (no reset, lifetime, idle-time
+        or leak tracking); the caller guarantees that.
+        """
+        if self.closed:
+            return False
+        # No identity check needed: ``obj`` and every in-use object are alive, and
+        # live objects never share an id.
+        entry = self.in_use.pop(id(obj), None)
+        if entry is None:
+            return False
+        self.released += 1
+        if self.waiters:
+            self._grant(entry)
+        else:
+            self.idle.append(entry)
+        return True
+
+    def begin_return(self, obj: object) -> Entry[T] | None:
+        """Move ``obj`` from ``in_use`` to ``returning`` while its reset hook runs.
+
+        Returns None for an object aclose() already closed (nothing left to do).
+        """
+        if self._forget_force_closed(obj):
+            return None
+        entry = self._lookup_in_use(obj)
+        key = id(obj)
+        del self.in_use[key]
+        self.returning[key] = entry
+        self.released += 1
+        return entry
+
+    def finish_return(self, entry: Entry[T], now: float) -> Entry[T] | None:
+        """Reset succeeded: hand the object on. Returns the entry if it must be closed."""
+        if self.returning.pop(id(entry.obj), None) is None:
+            return None  # force-closed by aclose() while resetting
+        return self._put_back(entry, now)
+
+    def _forget_force_closed(self, obj: object) -> bool:
+        if not self.force_closed:
+            return False
+        held = self.force_closed.get(id(obj))
+        if held is obj:
+            del self.force_closed[id(obj)]
+            return True
+        return False
+
+    def _put_back(self, entry: Entry[T], now: float) -> Entry[T] | None:
+        if self.closed or (entry.expires_at is not None and now >= entry.expires_at):
+            self.destroyed += 1
+            if self.closed:
+                self._maybe_drained()
+            else:
+                self._hand_capacity()
+            return entry
+        self._hand_entry(entry, now)
+        return None
+
+    def discard(self, entry: Entry[T]) -> bool:
+        """Drop an object being checked or returned (a hook failed); frees its slot.
+
+        Returns True if the caller must close it, False if aclose() already did.
+        """
+        key = id(entry.obj)
+        if self.checking.pop(key, None) is None and self.returning.pop(key, None) is None:
+            return False
+        self.destroyed += 1
+        if self.closed:
+            self._maybe_drained()
+        else:
+            self._hand_capacity()
+        return True
+
+    # -- hand-off ----------------------------------------------------------------------
+
+    def _hand_entry(self, entry: Entry[T], now: float) -> None:
+        if self.waiters:
+            self._grant(entry)
+        else:
+            entry.idle_since = now
+            self.idle.append(entry)
+
+    def _grant(self, entry: Entry[T]) -> None:
+        waiter, _ = self.waiters.popitem(last=False)
+        waiter.entry = entry
+        if self.claim_needed:
+            self.checking[entry.key] = entry
+        else:
+            # Nothing to check before use: the object is the waiter's from now on.
+            in_use = self.in_use
+            in_use[entry.key] = entry
+            if len(in_use) > self.in_use_peak:
+                self.in_use_peak = len(in_use)
+        waiter.event.set()
+
+    def _hand_capacity(self) -> None:
+        if self.waiters and self.size + self.pending < self.max_size:
+            waiter, _ = self.waiters.popitem(last=False)
+            waiter.create = True
+            self.pending += 1
+            waiter.event.set()
+
+    def _note_size(self) -> None:
+        size = self.size
+        if size > self.size_peak:
+            self.size_peak = size
+
+    def _maybe_drained(self) -> None:
+        if self.closed and self.drained is not None and self.outstanding == 0:
+            self.drained.set()
+
+    # -- maintenance -------------------------------------------------------------------
+
+    def trim(self, keep: int) -> list[Entry[T]]:
+        """Remove idle objects, coldest first, until at most ``keep`` objects exist."""
+        removed: list[Entry[T]] = []
+        while self.idle and self.size > keep:
+            removed.append(self.idle.popleft())
+        self.destroyed += len(removed)
+        return removed
+
+    def reapable(self, now: float) -> list[Entry[T]]:
+        """Remove idle objects past their lifetime, and those idle longer than
+        ``max_idle_time`` while more than ``min_size`` objects exist."""
+        removed: list[Entry[T]] = []
+        kept: deque[Entry[T]] = deque()
+        size = self.size
+        for entry in self.idle:  # coldest first
+            expired = entry.expires_at is not None and now >= entry.expires_at
+            stale = (
+                self.max_idle_time is not None
+                and now - entry.idle_since >= self.max_idle_time
+                and size > self.min_size
+            )
+            if expired or stale:
+                removed.append(entry)
+                size -= 1
+            else:
+                kept.append(entry)
+        self.idle = kept
+        self.destroyed += len(removed)
+        return removed
+
+    def find_leaks(self, now: float) -> list[Entry[T]]:
+        """In-use objects held past ``leak_threshold`` and not yet reported (marks them)."""
+        if self.leak_threshold is None:
+            return []
+        found = []
+        for entry in self.in_use.values():
+            if not entry.leak_reported and now - entry.acquired_at >= self.leak_threshold:
+                entry.leak_reported = True
+                found.append(entry)
+        self.leaks_suspected += len(found)
+        return found
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self) -> list[Entry[T]]:
+        """Stop handing out objects: fail every waiter and return the idle objects to close."""
+        if self.closed:
+            return []
+        self.closed = True
+        while self.waiters:
+            waiter, _ = self.waiters.popitem(last=False)
+            waiter.error = PoolClosedError("the pool was closed while waiting")
+            waiter.event.set()
+        removed = list(self.idle)
+        self.idle.clear()
+        self.destroyed += len(removed)
+        self._maybe_drained()
+        return removed
+
+    def force_close(self) -> list[Entry[T]]:
+        """After the close timeout: take every object still out, to be closed."""
+        removed = [*self.checking.values(), *self.in_use.values(), *self.returning.values()]
+        self.released += len(self.in_use)
+        # Remember what users still hold so their late release() is a quiet no-op.
+        for key, entry in self.in_use.items():
+            self.force_closed[key] = entry.obj
+        self.checking.clear()
+        self.in_use.clear()
+        self.returning.clear()
+        self.destroyed += len(removed)
+        return removed
