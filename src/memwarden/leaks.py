@@ -1,55 +1,90 @@
-"""Leak detection: trends, statistics and a robust detector for memory histories.
+"""Leak detection: trends, statistics, a robust detector, and a watcher for many series.
 
 A history is a sequence of ``(t_seconds, bytes)`` pairs, oldest first. A leak
-is a *sustained rise of the floor* of memory use. The detector tells it apart
-from a garbage-collection sawtooth, a one-off step (a cache warming up, a model
-loaded once), a plateau after a warm-up, and noise.
+is a *sustained rise of the floor* of memory use. :class:`LeakDetector` tells it
+apart from a garbage-collection sawtooth, a one-off step (a cache warming up, a
+model loaded once), a plateau after a warm-up, and noise. The method is
+described in ``docs/guides/leaks.md``; in short:
 
-Method (all pure Python, bounded cost; see ``docs/guides/leaks.md``):
+1. Judge the last ``window`` samples. The floor is the raw samples, or, when
+   the window is a sawtooth (two or more sharp drops), the lowest point of each
+   cycle.
+2. Fit the floor with Theil-Sen (the median of pairwise slopes; floors are
+   thinned to 48 points, so a fit costs at most 1,128 slopes). Its noise scale
+   is the MAD of the residuals.
+3. A leak needs all of: slope >= ``growth_threshold``; slope >= 5 standard
+   errors (3 when a few troughs are steadily ordered); a Mann-Kendall z of at
+   least 3.2 (2.5 for steadily ordered troughs), which needs no noise
+   estimate; no single level shift explaining the floor better than a line
+   (a step); both halves of the window rising, the later at no less than 0.6
+   of the earlier's pace (a warm-up decelerates) and the earlier at no less
+   than 0.6 of the later's (otherwise the recent half is judged alone: a leak
+   that began mid-window); and, given an earlier window as context, a pace no
+   less than 0.6 of that window's (the tail of a warm-up).
 
-1. Take the last ``window`` samples. Test it, and its most recent half, so a
-   leak that starts late is seen once it fills half a window.
-2. Extract candidate *floors*: the raw points, and the local minima of
-   neighbourhood 1, 2 and 3 (for a sawtooth these are the troughs). Keep the
-   candidate whose robust slope has the smallest standard error.
-3. Fit the floor with Theil-Sen (median of pairwise slopes; at most
-   :data:`_MAX_FIT_POINTS` points, so at most ~1,200 pairs). Its noise scale is
-   the MAD of the residuals, its standard error ``sigma / sqrt(sum((t - mean)^2))``.
-4. It is a leak when the slope is at least ``growth_threshold``, at least
-   ``z`` standard errors above zero, and consistent: both halves of the floor
-   rise, and the later half does not rise significantly slower than half the
-   pace of the earlier one (a warm-up decelerates; a leak does not), and, with
-   few floor points, the floor is steadily ordered (Kendall's tau).
-
-No state is kept between calls; every function here is pure and thread-safe.
+Everything is pure Python with bounded cost; the detector keeps no state.
+:class:`LeakWatcher` keeps bounded histories for many named series (process
+memory, packages, pool/cache/session sizes), judges them on each
+:meth:`~LeakWatcher.check` and publishes a :class:`LeakEvent` when a series
+becomes a leak or stops being one.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
+import threading
+import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import anyio.to_thread
+
+from ._broadcast import Broadcaster, Subscription
 from ._validate import check_float, check_int
 
 __all__ = [
     "LeakDetector",
+    "LeakEvent",
     "LeakReport",
+    "LeakWatcher",
     "analyze_memory_trend",
     "calculate_memory_statistics",
 ]
 
 Trend = Literal["increasing", "decreasing", "stable"]
 
-_SWITCH = 0.5
-"""A sparser floor candidate replaces the current one only if its error is this much smaller."""
+_log = logging.getLogger("memwarden.leaks")
+
+_MAD_TO_SIGMA = 1.4826
 _MAX_FIT_POINTS = 48
 """Theil-Sen is O(m^2): floors longer than this are thinned evenly before fitting."""
-_MIN_FLOOR_POINTS = 6
-_MAD_TO_SIGMA = 1.4826
-_LOCAL_MIN_RADII = (1, 2, 3)
+_MIN_FLOOR_POINTS = 5
+_MIN_SPAN = 40
+"""Samples a leak verdict needs: fewer cannot tell a sawtooth's first ramp from a leak."""
+_DROP_Z = 6.0
+"""How far (robust deviations) under the typical step a fall must be to end a sawtooth cycle."""
+_Z_MIN = 5.0
+"""Standard errors the floor slope must clear: keeps noise quiet across many checks."""
+_Z_STEADY = 3.0
+"""Standard errors needed when a few floor points (troughs) are steadily ordered."""
+_MK_Z_SURE = 3.2
+"""Mann-Kendall z the floor must clear: guards against an underestimated noise scale."""
+_MK_Z_STEADY = 2.5
+"""Mann-Kendall z for a few steadily ordered troughs (6 in perfect order give 2.63)."""
+_FEW_POINTS = 12
+_TAU_STEADY = 0.8
+"""Below ``_FEW_POINTS`` floor points, Kendall's tau >= this counts as steadily ordered."""
+_STEP_RATIO = 0.9
+"""A floor that one level shift explains this much better than a line is a step."""
+_PACE = 0.6
+"""Each half of the window, and the window before, must keep at least this share of pace."""
+_Z_HALF = 1.0
+"""Noise allowance, in standard errors, when a half rises faster than the other."""
 
 
 def _points(history: object, limit: int | None = None) -> list[tuple[float, float]]:
@@ -129,14 +164,20 @@ def _theil_sen(points: list[tuple[float, float]]) -> _Fit:
     ys = [p[1] for p in points]
     m = len(points)
     slopes: list[float] = []
-    for lag in range(1, m):
-        slopes.extend(
-            [
-                (y2 - y1) / (t2 - t1)
-                for t1, t2, y1, y2 in zip(ts, ts[lag:], ys, ys[lag:], strict=False)
-                if t2 != t1
-            ]
-        )
+    extend = slopes.extend
+    strictly_increasing = all(a < b for a, b in itertools.pairwise(ts))
+    for i in range(m - 1):
+        ti, yi = ts[i], ys[i]
+        if strictly_increasing:
+            extend([(yj - yi) / (tj - ti) for tj, yj in zip(ts[i + 1 :], ys[i + 1 :], strict=True)])
+        else:
+            extend(
+                [
+                    (yj - yi) / (tj - ti)
+                    for tj, yj in zip(ts[i + 1 :], ys[i + 1 :], strict=True)
+                    if tj != ti
+                ]
+            )
     if not slopes:
         return _Fit(0.0, _median(ys) if ys else 0.0, 0.0, 0.0, 0.0, m)
     slopes.sort()
@@ -149,48 +190,69 @@ def _theil_sen(points: list[tuple[float, float]]) -> _Fit:
     return _Fit(slope, intercept, sigma, _spread(ts), tau, m)
 
 
-def _local_minima(points: list[tuple[float, float]], radius: int) -> list[tuple[float, float]]:
-    """Points no higher than any neighbour within ``radius`` (a flat run yields one)."""
+def _troughs(points: list[tuple[float, float]]) -> list[tuple[float, float]] | None:
+    """The lowest point of each sawtooth cycle, or None when there is no sawtooth.
+
+    A cycle ends at a *drop*: a fall far below the typical step between
+    samples (more than ``_DROP_Z`` robust deviations under the median step), as
+    a garbage collection or a cache purge makes. Two drops or more make a
+    sawtooth. The partial cycle before the first drop counts only if it is
+    nearly as long as a typical cycle: otherwise its lowest point is mid-ramp.
+    """
     ys = [p[1] for p in points]
-    m = len(ys)
+    diffs = [b - a for a, b in itertools.pairwise(ys)]
+    if len(diffs) < 4:
+        return None
+    middle = _median(diffs)
+    spread = _MAD_TO_SIGMA * _median([abs(d - middle) for d in diffs])
+    cut = middle - _DROP_Z * spread
+    drops = [i + 1 for i, d in enumerate(diffs) if d < cut and d < 0]
+    if len(drops) < 2:
+        return None
+    bounds = [0, *drops, len(points)]
+    lengths = [b - a for a, b in itertools.pairwise(drops)]
+    typical = _median([float(n) for n in lengths]) if lengths else float(drops[0])
     out = []
-    for i in range(m):
-        y = ys[i]
-        # Strict on the left, non-strict on the right, so a flat run yields one point.
-        if all(ys[j] > y for j in range(max(0, i - radius), i)) and all(
-            ys[j] >= y for j in range(i + 1, min(m, i + radius + 1))
-        ):
-            out.append(points[i])
+    for k, (start, end) in enumerate(itertools.pairwise(bounds)):
+        if end <= start or (k == 0 and end - start < 0.8 * typical):
+            continue
+        low = min(range(start, end), key=ys.__getitem__)
+        out.append(points[low])
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class _Evidence:
-    fit: _Fit
-    first: _Fit
-    second: _Fit
-    floor: str
-    span: int  # samples in the analysed segment
+def _step_ratio(points: list[tuple[float, float]]) -> float:
+    """Squared error of the best two-level (one step) fit over that of a least-squares line.
 
-    @property
-    def se(self) -> float:
-        return self.fit.se()
-
-    @property
-    def mk_z(self) -> float:
-        """Mann-Kendall z of the floor: distribution-free, needs no noise estimate."""
-        m = self.fit.points
-        pairs = m * (m - 1) / 2
-        var = m * (m - 1) * (2 * m + 5) / 18.0
-        s = self.fit.tau * pairs
-        return (s - 1.0) / math.sqrt(var) if var > 0 else 0.0
-
-    @property
-    def z(self) -> float:
-        se = self.se
-        if se == 0:
-            return math.inf if self.fit.slope > 0 else 0.0
-        return self.fit.slope / se
+    Below 1 the floor looks more like a level shift (a cache filled, a model
+    loaded) than like steady growth.
+    """
+    m = len(points)
+    ts = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    t_mean = sum(ts) / m
+    y_mean = sum(ys) / m
+    sxx = sum((t - t_mean) ** 2 for t in ts)
+    sxy = sum((t - t_mean) * (y - y_mean) for t, y in points)
+    syy = sum((y - y_mean) ** 2 for y in ys)
+    sse_line = syy - (sxy * sxy / sxx if sxx > 0 else 0.0)
+    # Prefix sums give every split's two-level squared error in O(m).
+    total, total_sq = 0.0, 0.0
+    prefix = [(0.0, 0.0)]
+    for y in ys:
+        d = y - y_mean  # centred, for numerical stability
+        total += d
+        total_sq += d * d
+        prefix.append((total, total_sq))
+    best = math.inf
+    for k in range(3, m - 2):
+        left, left_sq = prefix[k]
+        right, right_sq = total - left, total_sq - left_sq
+        sse = left_sq - left * left / k + right_sq - right * right / (m - k)
+        best = min(best, sse)
+    if sse_line <= 0:
+        return math.inf if best > 0 else 1.0
+    return best / sse_line
 
 
 def _covers(floor: list[tuple[float, float]], segment: list[tuple[float, float]]) -> bool:
@@ -201,98 +263,121 @@ def _covers(floor: list[tuple[float, float]], segment: list[tuple[float, float]]
     return early >= 3 and late >= 3
 
 
-def _evidence(segment: list[tuple[float, float]]) -> _Evidence | None:
-    """Best floor candidate of ``segment`` (smallest slope standard error), with its halves."""
-    best: tuple[_Fit, list[tuple[float, float]], str] | None = None
-    candidates: list[tuple[str, list[tuple[float, float]]]] = [("raw", segment)]
-    candidates += [(f"minima{r}", _local_minima(segment, r)) for r in _LOCAL_MIN_RADII]
-    for name, floor in candidates:
-        if len(floor) < _MIN_FLOOR_POINTS or not _covers(floor, segment):
-            continue
-        floor = _thin(floor, _MAX_FIT_POINTS)
-        fit = _theil_sen(floor)
-        # A later (sparser) candidate must be clearly better: picking the luckiest of
-        # several similar fits would overstate significance on plain noise.
-        if best is None or fit.se() < _SWITCH * best[0].se():
-            best = (fit, floor, name)
-    if best is None:
-        return None
-    fit, floor, name = best
-    # Halves by time, not by point count: local minima can bunch up in one part.
-    middle = (segment[0][0] + segment[-1][0]) / 2.0
-    early = [p for p in floor if p[0] <= middle]
-    late = [p for p in floor if p[0] >= middle]
-    if len(early) < 3 or len(late) < 3:
-        return None
-    first = _theil_sen(early)
-    second = _theil_sen(late)
-    return _Evidence(fit, first, second, name, len(segment))
+class _Evidence:
+    """The floor of one segment, its fit, and (lazily) the fits of its halves."""
+
+    __slots__ = ("_halves", "fit", "floor", "kind", "segment", "span")
+
+    def __init__(
+        self,
+        segment: list[tuple[float, float]],
+        floor: list[tuple[float, float]],
+        kind: str,
+        fit: _Fit,
+    ) -> None:
+        self.segment = segment
+        self.floor = floor
+        self.kind = kind
+        self.fit = fit
+        self.span = len(segment)
+        self._halves: tuple[_Fit, _Fit] | None = None
+
+    @property
+    def z(self) -> float:
+        se = self.fit.se()
+        if se == 0:
+            return math.inf if self.fit.slope > 0 else 0.0
+        return self.fit.slope / se
+
+    @property
+    def mk_z(self) -> float:
+        """Mann-Kendall z of the floor: distribution-free, needs no noise estimate."""
+        m = self.fit.points
+        var = m * (m - 1) * (2 * m + 5) / 18.0
+        s = self.fit.tau * m * (m - 1) / 2.0
+        return (s - 1.0) / math.sqrt(var) if var > 0 else 0.0
+
+    @property
+    def steady(self) -> bool:
+        return self.fit.points < _FEW_POINTS and self.fit.tau >= _TAU_STEADY
+
+    def halves(self) -> tuple[_Fit, _Fit]:
+        """Fits of the floor's early and late halves, split by time (not point count)."""
+        if self._halves is None:
+            middle = (self.segment[0][0] + self.segment[-1][0]) / 2.0
+            early = [p for p in self.floor if p[0] <= middle]
+            late = [p for p in self.floor if p[0] >= middle]
+            self._halves = (_theil_sen(early), _theil_sen(late))
+        return self._halves
 
 
-_Z_MIN = 5.0
-"""Standard errors the floor slope must clear: keeps noise quiet across many checks."""
-_MK_Z_MIN = 2.5
-"""Mann-Kendall z the floor must clear too: guards against an underestimated noise scale."""
-_DECEL = 0.6
-"""The later half must rise at least this share of the earlier half's pace (warm-ups do not)."""
-_Z_DECEL = 0.0
-"""Noise allowance of the deceleration check: none, since a warm-up's tail creeps slowly."""
-_HALF_SHARE = 0.33
-"""Each half must rise at least this share of the whole window's pace (steps do not)."""
-_Z_HALF = 1.0
-"""Noise allowance, in standard errors, for the half-window checks."""
-_Z_STEADY = 3.0
-"""Significance needed when a few floor points (troughs) are steadily ordered."""
-_FEW_POINTS = 12
-_TAU_STEADY = 0.8
-"""With fewer floor points than ``_FEW_POINTS``, a steadily ordered floor stands in for halves."""
+def _evidence(segment: list[tuple[float, float]], raw_fit: _Fit | None = None) -> _Evidence | None:
+    """The floor of ``segment`` (its troughs if it is a sawtooth) and its fit."""
+    troughs = _troughs(segment)
+    if troughs is None:
+        floor, kind = _thin(segment, _MAX_FIT_POINTS), "raw"
+    else:
+        floor, kind = _thin(troughs, _MAX_FIT_POINTS), "troughs"
+    if len(floor) < _MIN_FLOOR_POINTS or not _covers(floor, segment):
+        return None
+    fit = raw_fit if raw_fit is not None and kind == "raw" else _theil_sen(floor)
+    return _Evidence(segment, floor, kind, fit)
 
 
 def _judge(ev: _Evidence, threshold: float) -> tuple[bool, str]:
-    fit, first, second = ev.fit, ev.first, ev.second
+    """Apply the leak criteria to one segment's evidence; cheapest checks first."""
+    fit = ev.fit
     if fit.slope < threshold:
         return False, "floor growth below growth_threshold"
-    steady = fit.points < _FEW_POINTS and fit.tau >= _TAU_STEADY
+    steady = ev.steady
     if ev.z < (_Z_STEADY if steady else _Z_MIN):
         return False, "floor growth not significant against the noise"
-    if ev.mk_z < _MK_Z_MIN:
+    if ev.mk_z < (_MK_Z_STEADY if steady else _MK_Z_SURE):
         return False, "floor not steadily rising (Mann-Kendall)"
+    if _step_ratio(ev.floor) < _STEP_RATIO:
+        return False, "growth is a level shift (a step), not a steady rise"
+    first, second = ev.halves()
     if first.slope <= 0 or second.slope <= 0:
         return False, "growth not sustained: one half of the window does not rise"
-    se1 = first.se(fit.sigma)
-    se2 = second.se(fit.sigma)
-    allowance = _Z_DECEL * math.hypot(se2, _DECEL * se1)
-    if not steady and second.slope < _DECEL * first.slope - allowance:
+    if steady:
+        return True, "sustained rise of the memory floor"
+    if second.slope < _PACE * first.slope:
+        # No noise allowance here: the tail of a warm-up creeps on for a long time.
         return False, "growth decelerating: a warm-up approaching a plateau"
-    allowance = _Z_HALF * math.hypot(se1, _DECEL * se2)
-    if not steady and first.slope < _DECEL * second.slope - allowance:
-        return False, "growth accelerating: a step or a leak that began mid-window"
-    own1, own2 = first.se(), second.se()
-    if not steady and (
-        first.slope < _HALF_SHARE * fit.slope - _Z_HALF * own1
-        or second.slope < _HALF_SHARE * fit.slope - _Z_HALF * own2
-    ):
-        return False, "growth concentrated in one half: a step, not a leak"
+    se1, se2 = first.se(fit.sigma), second.se(fit.sigma)
+    if first.slope < _PACE * second.slope - _Z_HALF * math.hypot(se1, _PACE * se2):
+        return False, "growth accelerating: a step, or a leak that began mid-window"
     return True, "sustained rise of the memory floor"
-
-
-_MIN_SPAN = 40
-"""Samples a leak verdict needs: fewer cannot tell a sawtooth's first ramp from a leak."""
 
 
 def _size_factor(rate: float, threshold: float) -> float:
     return min(1.0, math.log10(1.0 + rate / threshold) / 3.0) if rate > 0 else 0.0
 
 
+def _trend_of(fit: _Fit, points: list[tuple[float, float]], tolerance: float) -> Trend:
+    if len(points) < 3:
+        return "stable"
+    span = points[-1][0] - points[0][0]
+    level = abs(_median([p[1] for p in points])) or 1.0
+    change = fit.slope * span / level
+    # A trend needs both size (tolerance of the level over the span) and order (tau).
+    if change > tolerance and fit.tau > 0.2:
+        return "increasing"
+    if change < -tolerance and fit.tau < -0.2:
+        return "decreasing"
+    return "stable"
+
+
 @dataclass(frozen=True)
 class LeakReport:
     """The verdict of :meth:`LeakDetector.analyze` on one history.
 
-    ``score`` (0..1) is ``steadiness * size``: ``steadiness`` is Kendall's tau
-    of the memory floor against time (0 when not positive), ``size`` is
+    ``growth_rate`` is the floor's Theil-Sen slope in bytes/s. ``score``
+    (0..1) is ``steadiness * size``: ``steadiness`` is Kendall's tau of the
+    floor against time (0 when negative) and ``size`` is
     ``min(1, log10(1 + growth_rate / growth_threshold) / 3)`` (0.1 at the
-    threshold, 1.0 at 1000x it). A report that is not a leak because its
-    growth is not sustained (a step, a warm-up) scores 0.
+    threshold, 0.57 at 50x, 1.0 at 1000x). Growth that is present but not
+    sustained (a step, a warm-up) scores 0.
     """
 
     is_leak: bool
@@ -301,9 +386,9 @@ class LeakReport:
     growth_rate: float
     samples: int
     reason: str = ""
-    """Why the verdict was reached, for people reading a report."""
+    """Why the verdict was reached, in words."""
     floor: str = ""
-    """Which floor was fitted: ``"raw"`` or ``"minimaN"`` (local minima of radius N)."""
+    """What was fitted: ``"raw"`` samples or sawtooth ``"troughs"`` (empty if nothing)."""
     window_samples: int = 0
     """How many recent samples the verdict rests on."""
 
@@ -325,22 +410,25 @@ class LeakDetector:
     """Decides whether a memory history shows a leak: a sustained rise of its floor.
 
     ``growth_threshold`` is the smallest floor growth (bytes/s) called a leak;
-    fewer than ``min_samples`` samples are never judged; only the last
-    ``window`` samples are judged, with the ``window`` before them as context
-    (so pass up to ``2 * window`` samples). A verdict of leak also needs at
-    least ``min(40, window)`` samples: fewer cannot tell the first ramp of a
+    histories shorter than ``min_samples`` are never judged; the last
+    ``window`` samples are judged and the ``window`` before them serve as
+    context, so keep up to ``2 * window`` samples. A leak verdict also needs
+    ``min(40, window)`` samples: fewer cannot tell the first ramp of a
     garbage-collection sawtooth from a leak.
 
     Raises ``TypeError``/``ValueError`` naming the argument for bad settings.
-    Stateless after construction: ``analyze`` is safe to call from any thread.
+    Keeps no state: ``analyze`` may be called from any thread.
     """
 
     def __init__(
         self, *, growth_threshold: float = 1000.0, min_samples: int = 10, window: int = 100
     ) -> None:
-        self.growth_threshold = check_float("growth_threshold", growth_threshold, positive=True)
-        self.min_samples = check_int("min_samples", min_samples, minimum=3)
-        self.window = check_int("window", window, minimum=max(self.min_samples, 20))
+        growth_threshold = check_float("growth_threshold", growth_threshold, positive=True)
+        min_samples = check_int("min_samples", min_samples, minimum=3)
+        window = check_int("window", window, minimum=max(min_samples, 20))
+        self.growth_threshold = growth_threshold
+        self.min_samples = min_samples
+        self.window = window
 
     def __repr__(self) -> str:
         return (
@@ -351,66 +439,49 @@ class LeakDetector:
     def analyze(self, history: Sequence[tuple[float, float]]) -> LeakReport:
         """Judge ``history`` (``(t_seconds, bytes)`` pairs, oldest first).
 
-        Raises ``TypeError`` for a non-sequence or non-numeric pair and
-        ``ValueError`` for non-finite values or times out of order (only the
-        last ``2 * window`` samples are read and checked).
+        Raises ``TypeError`` for a non-sequence or a non-numeric pair and
+        ``ValueError`` for non-finite values or times out of order. Only the
+        last ``2 * window`` samples are read (and checked).
         """
         points = _points(history, 2 * self.window)
         n = len(history)
-        context = points[: -self.window] if len(points) > self.window else []
         recent = points[-self.window :]
-        trend = _trend(recent)
+        context = points[: -self.window] if len(points) > self.window else []
+        raw_fit = _theil_sen(_thin(recent, _MAX_FIT_POINTS))
+        trend = _trend_of(raw_fit, recent, 0.05)
         if n < self.min_samples:
-            return LeakReport(False, 0.0, trend, 0.0, n, "fewer samples than min_samples")
-        ev = _evidence(recent)
-        if ev is None:
-            rate = _theil_sen(_thin(recent, _MAX_FIT_POINTS)).slope
-            return LeakReport(
-                False, 0.0, trend, rate, n, "too few floor points to judge", "", len(recent)
-            )
-        is_leak, reason, ev = self._judge_all(ev, recent, context)
-        fit = ev.fit
-        size = _size_factor(fit.slope, self.growth_threshold)
-        # Growth that is there but not sustained (a step, a warm-up) must not score.
-        sustained = is_leak or not reason.startswith("growth")
-        score = max(0.0, fit.tau) * size if sustained else 0.0
-        return LeakReport(is_leak, round(score, 4), trend, fit.slope, n, reason, ev.floor, ev.span)
-
-    def _judge_all(
-        self,
-        ev: _Evidence,
-        recent: list[tuple[float, float]],
-        context: list[tuple[float, float]],
-    ) -> tuple[bool, str, _Evidence]:
+            return LeakReport(False, 0.0, trend, raw_fit.slope, n, "fewer samples than min_samples")
         needed = min(_MIN_SPAN, self.window)
+        ev = _evidence(recent, raw_fit)
+        if ev is None:
+            return LeakReport(
+                False, 0.0, trend, raw_fit.slope, n, "too few floor points", "", len(recent)
+            )
         if len(recent) < needed:
-            return False, f"fewer than {needed} samples to judge a leak", ev
-        is_leak, reason = _judge(ev, self.growth_threshold)
+            is_leak, reason = False, f"fewer than {needed} samples to judge a leak"
+        else:
+            is_leak, reason = _judge(ev, self.growth_threshold)
         if not is_leak and reason.startswith("growth accelerating") and len(recent) >= 2 * needed:
-            # A leak that began mid-window: judge the recent half on its own.
             half = _evidence(recent[len(recent) // 2 :])
             if half is not None and _judge(half, self.growth_threshold)[0]:
                 is_leak, reason, ev = True, "sustained rise of the memory floor (recent half)", half
         if is_leak and len(context) >= needed:
             before = _evidence(context)
-            if before is not None and ev.fit.slope < _DECEL * before.fit.slope:
-                return False, "growth decelerating: slower than in the window before", ev
-        return is_leak, reason, ev
-
-
-def _trend(points: list[tuple[float, float]], tolerance: float = 0.05) -> Trend:
-    if len(points) < 3:
-        return "stable"
-    fit = _theil_sen(_thin(points, _MAX_FIT_POINTS))
-    span = points[-1][0] - points[0][0]
-    level = abs(_median([p[1] for p in points])) or 1.0
-    change = fit.slope * span / level
-    # A trend needs both size (5% of the level over the span) and order (tau).
-    if change > tolerance and fit.tau > 0.2:
-        return "increasing"
-    if change < -tolerance and fit.tau < -0.2:
-        return "decreasing"
-    return "stable"
+            if before is not None and ev.fit.slope < _PACE * before.fit.slope:
+                is_leak, reason = False, "growth decelerating: slower than in the window before"
+        fit = ev.fit
+        sustained = is_leak or not reason.startswith("growth")
+        score = max(0.0, fit.tau) * _size_factor(fit.slope, self.growth_threshold)
+        return LeakReport(
+            is_leak,
+            round(score, 4) if sustained else 0.0,
+            trend,
+            fit.slope,
+            n,
+            reason,
+            ev.kind,
+            ev.span,
+        )
 
 
 def analyze_memory_trend(
@@ -418,30 +489,31 @@ def analyze_memory_trend(
 ) -> Trend:
     """Classify the last ``window`` samples as ``"increasing"``, ``"decreasing"`` or ``"stable"``.
 
-    A trend is reported when the robust (Theil-Sen) slope changes the level by
-    more than ``tolerance`` (a fraction of the median) over the span and the
-    samples are ordered that way (Kendall's tau beyond ±0.2). Fewer than three
-    samples are ``"stable"``. Raises ``TypeError``/``ValueError`` for bad input.
+    A trend is reported when the Theil-Sen slope changes the level by more
+    than ``tolerance`` (a fraction of the median level) over the span and the
+    samples are ordered that way (Kendall's tau beyond +-0.2). Fewer than
+    three samples are ``"stable"``. Raises ``TypeError``/``ValueError`` for bad
+    input.
     """
     check_int("window", window, minimum=3)
-    check_float("tolerance", tolerance, minimum=0.0)
-    return _trend(_points(history, window), tolerance)
+    tolerance = check_float("tolerance", tolerance, minimum=0.0)
+    points = _points(history, window)
+    if len(points) < 3:
+        return "stable"
+    return _trend_of(_theil_sen(_thin(points, _MAX_FIT_POINTS)), points, tolerance)
 
 
 def calculate_memory_statistics(history: Sequence[tuple[float, float]]) -> dict[str, float]:
     """Average, variance, min, max, growth_rate (bytes/s) and samples of a history.
 
-    ``variance`` is the population variance; ``growth_rate`` the Theil-Sen
-    slope of the history (thinned evenly to 48 points, so the cost is bounded).
-    An empty history gives zeros. Raises ``TypeError``/``ValueError`` for bad input.
+    ``variance`` is the population variance; ``growth_rate`` is the Theil-Sen
+    slope of the history thinned evenly to 48 points (bounded cost). An empty
+    history gives zeros. Raises ``TypeError``/``ValueError`` for bad input.
     """
     points = _points(history)
     n = len(points)
     if n == 0:
-        return {
-            "average": 0.0, "variance": 0.0, "min": 0.0, "max": 0.0,
-            "growth_rate": 0.0, "samples": 0.0,
-        }  # fmt: skip
+        return dict.fromkeys(("average", "variance", "min", "max", "growth_rate", "samples"), 0.0)
     values = [p[1] for p in points]
     mean = math.fsum(values) / n
     variance = math.fsum((v - mean) ** 2 for v in values) / n
@@ -454,3 +526,292 @@ def calculate_memory_statistics(history: Sequence[tuple[float, float]]) -> dict[
         "growth_rate": growth,
         "samples": float(n),
     }
+
+
+@dataclass(frozen=True)
+class LeakEvent:
+    """A series became a leak (``report.is_leak``) or stopped being one (not ``is_leak``).
+
+    ``kind`` is the series' kind (``"process"``, ``"package"``, ``"pool"``,
+    ``"cache"``, ``"session"``, ``"custom"``...); ``timestamp`` is wall-clock
+    ``time.time()`` when the check ran.
+    """
+
+    series: str
+    kind: str
+    report: LeakReport
+    timestamp: float
+
+    @property
+    def is_leak(self) -> bool:
+        """Shortcut for ``report.is_leak``."""
+        return self.report.is_leak
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-able dict: the series, its kind, the timestamp and the report as a dict."""
+        return {
+            "series": self.series,
+            "kind": self.kind,
+            "timestamp": self.timestamp,
+            "report": self.report.to_dict(),
+        }
+
+
+class _Series:
+    __slots__ = ("history", "kind", "leaking", "report", "source")
+
+    def __init__(self, kind: str, source: Callable[[], float] | None, maxlen: int) -> None:
+        self.kind = kind
+        self.source = source
+        self.history: deque[tuple[float, float]] = deque(maxlen=maxlen)
+        self.report: LeakReport | None = None
+        self.leaking = False
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__} {name!r}")
+    if not name.strip():
+        raise ValueError(f"name must not be empty, got {name!r}")
+    return name
+
+
+class LeakWatcher:
+    """Watches many named series for leaks and publishes a :class:`LeakEvent` on each change.
+
+    A series is either *sampled* (``add_series(name, source)``: ``check()``
+    calls ``source()``) or *pushed* (``record(name, t, value)``). Each keeps the
+    last ``history`` samples (default ``2 * detector.window``, what the
+    detector reads). ``check()`` samples, judges every series that changed and
+    publishes an event when a series *becomes* a leak and when it *stops*
+    being one (``event.report.is_leak`` tells which), never on every check.
+
+    Time is wall-clock by default (``clock=time.time``) so that histories
+    restored after a restart (:meth:`restore`) line up with new samples.
+    Thread-safe: every method may be called from any thread; sources are
+    called outside the lock, one check at a time.
+    """
+
+    def __init__(
+        self,
+        detector: LeakDetector | None = None,
+        *,
+        history: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if detector is not None and not isinstance(detector, LeakDetector):
+            raise TypeError(f"detector must be a LeakDetector, got {detector!r}")
+        self.detector = detector if detector is not None else LeakDetector()
+        maxlen = 2 * self.detector.window if history is None else history
+        self._maxlen = check_int("history", maxlen, minimum=self.detector.min_samples)
+        if not callable(clock):
+            raise TypeError(f"clock must be callable, got {clock!r}")
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._check_lock = threading.Lock()
+        self._series: dict[str, _Series] = {}
+        self._dirty: set[str] = set()
+        self._pending: list[dict[str, object]] = []
+        self._events: Broadcaster[LeakEvent] = Broadcaster()
+
+    def add_series(self, name: str, source: Callable[[], float], *, kind: str = "custom") -> None:
+        """Watch ``source()`` (bytes, or any size) under ``name``; sampled on each check.
+
+        A pushed series of that name (say, one :meth:`restore` created) becomes
+        sampled and keeps its history. Raises ``ValueError`` if ``name`` is
+        already sampled or empty, ``TypeError`` for a non-callable ``source`` or
+        a non-str ``name``/``kind``.
+        """
+        _check_name(name)
+        if not callable(source):
+            raise TypeError(f"source must be callable, got {source!r}")
+        if not isinstance(kind, str):
+            raise TypeError(f"kind must be a str, got {type(kind).__name__} {kind!r}")
+        with self._lock:
+            existing = self._series.get(name)
+            if existing is not None and existing.source is not None:
+                raise ValueError(f"series {name!r} is already watched")
+            if existing is not None:
+                existing.source, existing.kind = source, kind
+            else:
+                self._series[name] = _Series(kind, source, self._maxlen)
+
+    def remove_series(self, name: str) -> bool:
+        """Stop watching ``name`` and forget its history; False if it was not watched."""
+        with self._lock:
+            self._dirty.discard(name)
+            return self._series.pop(name, None) is not None
+
+    def record(self, name: str, t: float, value: float, *, kind: str = "custom") -> None:
+        """Append ``(t, value)`` to series ``name`` (created as a pushed series if new).
+
+        ``t`` is seconds on the watcher's clock and must not go back in time.
+        Raises ``TypeError``/``ValueError`` (changing nothing) for bad input.
+        """
+        _check_name(name)
+        t = check_float("t", t)
+        value = check_float("value", value)
+        if not isinstance(kind, str):
+            raise TypeError(f"kind must be a str, got {type(kind).__name__} {kind!r}")
+        with self._lock:
+            series = self._series.get(name)
+            if series is None:
+                series = self._series[name] = _Series(kind, None, self._maxlen)
+            if series.history and t < series.history[-1][0]:
+                raise ValueError(
+                    f"t must not go back in time for series {name!r}: "
+                    f"got {t!r} after {series.history[-1][0]!r}"
+                )
+            self._append_locked(name, series, t, value)
+
+    def _append_locked(self, name: str, series: _Series, t: float, value: float) -> None:
+        series.history.append((t, value))
+        self._dirty.add(name)
+        self._pending.append({"series": name, "kind": series.kind, "t": t, "value": value})
+        if len(self._pending) > self._maxlen * max(1, len(self._series)):
+            del self._pending[: len(self._pending) // 2]
+
+    def series(self) -> dict[str, str]:
+        """Every watched series' name and kind."""
+        with self._lock:
+            return {name: s.kind for name, s in self._series.items()}
+
+    def history(self, name: str) -> list[tuple[float, float]]:
+        """A copy of series ``name``'s bounded history, oldest first; ``KeyError`` if unknown."""
+        with self._lock:
+            return list(self._series[name].history)
+
+    def check(self, now: float | None = None) -> list[LeakEvent]:
+        """Sample every sampled series, judge every series with new samples, publish changes.
+
+        Returns the events published by this check. A source that raises or
+        returns a non-number is skipped this time (and logged); the others are
+        unaffected. Runs one check at a time; analysis happens outside the
+        state lock.
+        """
+        with self._check_lock:
+            t = self._clock() if now is None else check_float("now", now)
+            with self._lock:
+                sources = [(n, s.source) for n, s in self._series.items() if s.source is not None]
+            for name, source in sources:
+                assert source is not None
+                try:
+                    value = check_float("value", source())
+                except Exception:
+                    _log.warning("leak watcher: source of series %r failed", name, exc_info=True)
+                    continue
+                with self._lock:
+                    series = self._series.get(name)
+                    if series is not None and (not series.history or t >= series.history[-1][0]):
+                        self._append_locked(name, series, t, value)
+            with self._lock:
+                todo = [(n, self._series[n], list(self._series[n].history)) for n in self._dirty]
+                self._dirty.clear()
+            events: list[LeakEvent] = []
+            stamp = time.time()
+            for name, series, points in todo:
+                report = self.detector.analyze(points)
+                with self._lock:
+                    if self._series.get(name) is not series:
+                        continue  # removed while we were judging it
+                    series.report = report
+                    changed = report.is_leak != series.leaking
+                    series.leaking = report.is_leak
+                if changed:
+                    events.append(LeakEvent(name, series.kind, report, stamp))
+            for event in events:
+                self._events.publish(event)
+            return events
+
+    async def acheck(self, now: float | None = None) -> list[LeakEvent]:
+        """:meth:`check` in a worker thread, so many series never stall the event loop.
+
+        Not abandoned on cancellation: the check in progress completes, then
+        the cancellation is raised.
+        """
+        return await anyio.to_thread.run_sync(self.check, now)
+
+    def findings(self) -> dict[str, LeakReport]:
+        """The latest report of every series judged so far (for the JSON report)."""
+        with self._lock:
+            return {n: s.report for n, s in self._series.items() if s.report is not None}
+
+    def leaks(self) -> dict[str, LeakReport]:
+        """The latest report of every series that is a leak right now."""
+        with self._lock:
+            return {
+                n: s.report
+                for n, s in self._series.items()
+                if s.report is not None and s.report.is_leak
+            }
+
+    def subscribe(
+        self,
+        *,
+        buffer: int = 16,
+        overflow: Literal["drop_oldest", "latest"] = "drop_oldest",
+        include_current: bool = False,
+        accept: Callable[[LeakEvent], bool] | None = None,
+    ) -> Subscription[LeakEvent]:
+        """A subscription over :class:`LeakEvent` (``async with w.subscribe() as ev: ...``).
+
+        ``include_current=True`` first delivers one event per series that is a
+        leak now. A slow subscriber loses its oldest events (counted in
+        ``dropped``), never blocking the watcher. Raises
+        ``TypeError``/``ValueError`` for bad arguments.
+        """
+        initial: list[LeakEvent] = []
+        if include_current:
+            stamp = time.time()
+            with self._lock:
+                initial = [
+                    LeakEvent(n, s.kind, s.report, stamp)
+                    for n, s in self._series.items()
+                    if s.report is not None and s.report.is_leak
+                ]
+        return self._events.subscribe(
+            buffer=buffer, overflow=overflow, initial=initial, accept=accept
+        )
+
+    def close(self) -> None:
+        """End every subscription (after buffered events are delivered); idempotent."""
+        self._events.close()
+
+    def take_records(self) -> list[dict[str, object]]:
+        """Samples appended since the last call, as JSON-able records, for persistence.
+
+        Each record is ``{"series", "kind", "t", "value"}``; feed them to
+        :meth:`memwarden.history.HistoryStore.append` and, after a restart,
+        back to :meth:`restore`. Bounded: if nobody takes them, the oldest go.
+        """
+        with self._lock:
+            records, self._pending = self._pending, []
+            return records
+
+    def restore(self, records: Sequence[Mapping[str, Any]]) -> int:
+        """Load persisted records (see :meth:`take_records`) into pushed or sampled series.
+
+        Unknown series are created as pushed series of the record's kind;
+        records that are malformed or older than a series' last sample are
+        skipped. Returns how many were loaded. Restored samples are not handed
+        out again by :meth:`take_records`.
+        """
+        loaded = 0
+        with self._lock:
+            for record in records:
+                try:
+                    name = _check_name(record["series"])
+                    t = check_float("t", record["t"])
+                    value = check_float("value", record["value"])
+                    kind = str(record.get("kind", "custom"))
+                except (KeyError, TypeError, ValueError):
+                    continue
+                series = self._series.get(name)
+                if series is None:
+                    series = self._series[name] = _Series(kind, None, self._maxlen)
+                if series.history and t < series.history[-1][0]:
+                    continue
+                series.history.append((t, value))
+                self._dirty.add(name)
+                loaded += 1
+        return loaded
