@@ -317,8 +317,11 @@ class Ledger:
                 self._record(now)
             else:
                 self._history_dirty = True
-        if evicted:
-            self._after((), evicted)
+            if evicted is None:
+                return True
+            # Eviction may free more than this request needed: serve the queue.
+            granted, more = self._pump() if self._order else ([], [])
+        self._after(granted, evicted + more)
         return True
 
     def enqueue(self, request: Request, wake: Callable[[], None]) -> bool:
@@ -332,6 +335,7 @@ class Ledger:
         if nbytes > self._capacity:
             raise _too_large(nbytes, self._capacity)
         evicted: list[Request] | None = None
+        granted: list[Request] = []
         with self._lock:
             if request._state:
                 raise _not_pending(request)
@@ -342,7 +346,12 @@ class Ledger:
                     evicted = self._evict_for(nbytes, priority)
                 if self._used + nbytes <= self._capacity:
                     self._grant(request)
-            if request._state != LIVE:
+            if request._state == LIVE:
+                if evicted and self._order:
+                    # Eviction may free more than this request needed.
+                    granted, more = self._pump()
+                    evicted.extend(more)
+            else:
                 request._wake = wake
                 request._state = QUEUED
                 queue = self._queues.get(priority)
@@ -356,7 +365,7 @@ class Ledger:
                 if self._nwaiting > self._waiters_peak:
                     self._waiters_peak = self._nwaiting
         if evicted:
-            self._after((), evicted)
+            self._after(granted, evicted)
         return request._state == LIVE
 
     def cancel(self, request: Request) -> None:
