@@ -539,3 +539,25 @@ class LoaderMachine(RuleBasedStateMachine):
 
 TestLoaderMachine = LoaderMachine.TestCase
 TestLoaderMachine.settings = settings(max_examples=30, stateful_step_count=20)
+
+
+def test_concurrent_loads_of_one_package_share_the_module(
+    clock: ManualClock, make_package: Any
+) -> None:
+    name = make_package("import time\ntime.sleep(0.05)\nX = object()\n")
+    loader = _loader(clock)
+    start = threading.Barrier(4)
+    modules: list[Any] = []
+
+    def worker() -> None:
+        start.wait()
+        modules.append(loader.load(name))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(modules) == 4 and all(m is sys.modules[name] for m in modules)
+    info = loader.get_package_memory_info(name)
+    assert info is not None and info["status"] == "loaded" and loader.is_loaded(name)

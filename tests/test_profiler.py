@@ -657,3 +657,20 @@ def test_pickled_snapshot_is_plain_tracemalloc(tmp_path: Path) -> None:
     loaded = ProfileSnapshot.load(tmp_path / "raw")
     assert loaded.traced_current == sum(t.size for t in raw.traces)
     assert pickle.loads((tmp_path / "raw").read_bytes()).traceback_limit == raw.traceback_limit
+
+
+def test_monitor_and_context_run_on_trio() -> None:
+    @monitor_function_memory(name="trio.fetch")
+    async def fetch() -> bytes:
+        await anyio.lowlevel.checkpoint()
+        return bytes(20_000)
+
+    async def main() -> tuple[int, ContextMemoryStats]:
+        async with memory_efficient_context(rss=lambda: 0, trim=False) as ctx:
+            data = await fetch()
+        return len(data), ctx.result
+
+    size, result = anyio.run(main, backend="trio")
+    stats = get_function_stats("trio.fetch")
+    assert size == 20_000 and result.memory_freed == 0
+    assert stats is not None and stats.calls == 1 and (stats.last_net or 0) >= 20_000
