@@ -221,3 +221,34 @@ def test_weak_cache_via_manager_kind() -> None:
     mgr.put_in_cache("weak", "w", "k", blob)
     assert mgr.get_from_cache("weak", "w", "k") is blob
     assert isinstance(weak, WeakValueCache)
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+async def test_cancelled_reaction_keeps_what_it_did_and_leaks_nothing(
+    probe: StaticProbe, how: str
+) -> None:
+    import anyio
+
+    mgr = CacheManager(shrink_fraction=0.5)
+    first = mgr.create_lru_cache("a-first", max_bytes=10_000, sizeof=len)
+    second = mgr.create_lru_cache("b-second", max_bytes=10_000, sizeof=len)
+    for i in range(4):
+        first.put(i, b"x" * 10)
+        second.put(i, b"x" * 10)
+    high = event_at(probe, 0.9)
+    if how == "cancel":
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await mgr.react(high)
+    else:
+        with anyio.move_on_after(0) as scope:
+            await mgr.react(high)
+    assert scope.cancelled_caught
+    # Each cache is shrunk atomically; the reaction stopped between caches.
+    assert len(first) == 2 and first.stats().nbytes == 20
+    assert len(second) == 4
+    assert mgr.get_stats("a-first").reactions == 1
+    assert mgr.get_stats("b-second").reactions == 0
+    assert mgr.report()["last_pressure_level"] is None  # not recorded: the next event logs
+    await mgr.react(high)
+    assert len(second) == 2 and mgr.report()["last_pressure_level"] == "high"

@@ -135,18 +135,20 @@ class CacheManager:
     ) -> LRUCache[Any, Any]:
         """Create and register an :class:`LRUCache`; ``kw`` as for its constructor."""
         _check_name(name)
+        kw.setdefault("clock", self._clock)
         cache: LRUCache[Any, Any] = LRUCache(capacity, **kw)
         self.register(name, cache)
         return cache
 
-    def create_timed_cache(
-        self, name: str, ttl_seconds: float, capacity: int | None = None, **kw: Any
-    ) -> TTLCache[Any, Any]:
-        """Create and register a :class:`TTLCache` whose entries live ``ttl_seconds``."""
+    def create_timed_cache(self, name: str, ttl_seconds: float, **kw: Any) -> TTLCache[Any, Any]:
+        """Create and register a :class:`TTLCache` whose entries live ``ttl_seconds``.
+
+        ``kw`` as for :class:`TTLCache` (``capacity``, ``max_bytes``, ``policy``...).
+        """
         _check_name(name)
         check_float("ttl_seconds", ttl_seconds, positive=True)
         kw.setdefault("clock", self._clock)
-        cache: TTLCache[Any, Any] = TTLCache(ttl_seconds, capacity, **kw)
+        cache: TTLCache[Any, Any] = TTLCache(ttl_seconds, **kw)
         self.register(name, cache)
         return cache
 
@@ -297,8 +299,8 @@ class CacheManager:
             raise TypeError(f"event must be a PressureEvent, got {type(event).__name__} {event!r}")
         level = event.level
         changed = level != self._last_level
-        self._last_level = level
         if level < PressureLevel.HIGH:
+            self._last_level = level
             if changed:
                 self._log.info("caches: memory pressure %s, caches grow freely", level.label)
             return
@@ -328,6 +330,9 @@ class CacheManager:
             touched += 1
             await anyio.lowlevel.checkpoint()
         self._freed_total += freed
+        # Recorded only once the reaction completed: after a cancelled one the
+        # next event at this level still counts as a change and is logged.
+        self._last_level = level
         if changed:
             action = (
                 "cleared"
