@@ -397,6 +397,31 @@ async def test_psi_trigger_wakes_run_early(
     assert not monitor.stats().psi_active
 
 
+async def test_trigger_storm_costs_at_most_two_samples_per_interval(
+    probe: StaticProbe,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    oob_trigger: tuple[socket.socket, socket.socket, PsiTrigger],
+) -> None:
+    sender, _, trigger = oob_trigger
+    sender.send(b"!", socket.MSG_OOB)  # never read: the trigger looks ready forever
+    monitor = PressureMonitor(probe, clock=clock, sleep=clock.sleep, interval=10.0)
+    monkeypatch.setattr(monitor, "_open_psi", lambda: trigger)
+    async with anyio.create_task_group() as tg:
+        await tg.start(monitor.run)
+        for _ in range(3):
+            await clock.advance_when_parked(10.0)
+        await clock.wait_for_sleepers(1)
+        await wait_all_tasks_blocked()
+        stats = monitor.stats()
+        tg.cancel_scope.cancel()
+    # One sample at start, then per interval one on schedule and at most one early.
+    assert 4 <= stats.samples <= 1 + 2 * 3
+    assert stats.psi_wakeups >= 1
+    assert trigger.fired <= stats.psi_wakeups + 1
+    assert trigger.closed
+
+
 async def test_psi_not_used_for_static_probe(probe: StaticProbe, clock: ManualClock) -> None:
     monitor = PressureMonitor(probe, clock=clock, sleep=clock.sleep)
     async with anyio.create_task_group() as tg:

@@ -274,6 +274,9 @@ class PressureMonitor:
         self._running = False
         self._psi: PsiTrigger | None = None
         self._psi_wakeups = 0
+        self._wake_pending = False
+        self._sleep_scope: anyio.CancelScope | None = None
+        self._rearm: anyio.Event | None = None
 
     # -- read-only state --------------------------------------------------------
 
@@ -517,11 +520,12 @@ class PressureMonitor:
         ``await tg.start(monitor.run)`` returns with ``level`` and
         ``last_sample`` set. A probe that raises is logged (a warning, then
         debug until it recovers) and retried on the next interval. Where a
-        PSI trigger can be armed (``use_psi`` and a ``SystemProbe``) a memory
-        stall wakes the loop early; the wait is then a real-time poll bounded
-        by ``interval`` and the injected ``sleep`` is not used. Cancellation
-        ends the loop promptly and releases the trigger. Raises
-        ``RuntimeError`` if this monitor is already running.
+        kernel trigger can be armed (``use_psi`` and a ``SystemProbe``; see
+        ``MonitorStats.psi_source``) a memory stall cuts the current wait
+        short, at most once per interval, so a pressure storm costs at most
+        two samples per interval. Cancellation ends the loop promptly and
+        releases the trigger. Raises ``RuntimeError`` if this monitor is
+        already running.
         """
         with self._lock:
             if self._running:
@@ -531,21 +535,55 @@ class PressureMonitor:
         try:
             psi = self._open_psi()
             self._psi = psi
-            failing = self._sample_logged(False)
-            task_status.started()
-            while True:
-                if psi is not None and not psi.broken:
-                    if await psi.wait(self._interval):
+            self._rearm = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                if psi is not None:
+                    # A parked watcher costs nothing per interval, unlike a timed wait on
+                    # the trigger, whose timeout would be a cancellation every interval.
+                    tg.start_soon(self._watch_trigger, psi)
+                failing = self._sample_logged(False)
+                task_status.started()
+                early_allowed = True
+                while True:
+                    if early_allowed and self._wake_pending:
+                        woke_early = True
+                    else:
+                        with anyio.CancelScope() as scope:
+                            if early_allowed:
+                                self._sleep_scope = scope
+                                if self._rearm is not None:
+                                    self._rearm.set()
+                            await self._sleep(self._interval)
+                        self._sleep_scope = None
+                        woke_early = scope.cancelled_caught
+                    # A trigger that fired during a full sleep is answered by this sample.
+                    self._wake_pending = False
+                    if woke_early:
                         self._psi_wakeups += 1
-                else:
-                    await self._sleep(self._interval)
-                failing = self._sample_logged(failing)
+                    early_allowed = not woke_early
+                    failing = self._sample_logged(failing)
         finally:
             self._psi = None
+            self._sleep_scope = None
+            self._wake_pending = False
             if psi is not None:
                 psi.close()
             with self._lock:
                 self._running = False
+
+    async def _watch_trigger(self, psi: PsiTrigger) -> None:
+        while not psi.closed and not psi.broken:
+            if await psi.wait(None):
+                self._wake_pending = True
+                scope = self._sleep_scope
+                if scope is not None:
+                    scope.cancel()
+                # Look again only when a sleep may be cut short: a storm of
+                # notifications then costs one wake-up per interval, not one each.
+                rearm = self._rearm = anyio.Event()
+                await rearm.wait()
+        if psi.broken:
+            _log.debug("pressure trigger %s reported an error; sampling on the interval", psi.path)
 
     def __repr__(self) -> str:
         return (
