@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import inspect
 import json
@@ -203,6 +204,8 @@ def test_snapshot_hides_memwarden_and_tracemalloc_frames() -> None:
         assert snap.traced_peak >= snap.traced_current
         assert snap.tracemalloc_overhead > 0
         assert snap.traceback_limit == 1
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            snap.timestamp = 0.0  # type: ignore[misc]
     finally:
         profiler.stop_profiling()
 

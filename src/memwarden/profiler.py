@@ -32,7 +32,7 @@ import time
 import tracemalloc
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
 
@@ -141,6 +141,7 @@ def _default_rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+@dataclass(frozen=True, eq=False)
 class ProfileSnapshot:
     """A tracemalloc snapshot with its time and traced totals, memwarden's own frames removed.
 
@@ -150,35 +151,16 @@ class ProfileSnapshot:
     what tracemalloc itself used then. Immutable; safe to share between threads.
     """
 
-    __slots__ = (
-        "_groups",
-        "_lock",
-        "clock_time",
-        "snapshot",
-        "timestamp",
-        "traced_current",
-        "traced_peak",
-        "tracemalloc_overhead",
+    snapshot: tracemalloc.Snapshot
+    timestamp: float
+    clock_time: float
+    traced_current: int
+    traced_peak: int
+    tracemalloc_overhead: int
+    _groups: dict[str, dict[str, tuple[int, int]]] = field(
+        default_factory=dict, init=False, repr=False
     )
-
-    def __init__(
-        self,
-        snapshot: tracemalloc.Snapshot,
-        *,
-        timestamp: float,
-        clock_time: float,
-        traced_current: int,
-        traced_peak: int,
-        tracemalloc_overhead: int,
-    ) -> None:
-        self.snapshot = snapshot
-        self.timestamp = timestamp
-        self.clock_time = clock_time
-        self.traced_current = traced_current
-        self.traced_peak = traced_peak
-        self.tracemalloc_overhead = tracemalloc_overhead
-        self._groups: dict[str, dict[str, tuple[int, int]]] = {}
-        self._lock = threading.Lock()
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
     def capture(cls, *, clock: Callable[[], float] = time.monotonic) -> ProfileSnapshot:
