@@ -40,6 +40,7 @@ from ._packages import RootIndex, module_roots
 from ._validate import check_float, check_fraction, check_int
 from .leaks import LeakDetector, calculate_memory_statistics
 from .pressure import PressureLevel, PressureThresholds
+from .probes import SystemProbe
 from .profiler import _tracing
 from .units import MiB
 
@@ -69,9 +70,22 @@ def _default_rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def _system_pressure() -> PressureLevel:
-    vm = psutil.virtual_memory()
-    return PressureThresholds().classify(vm.percent / 100.0)
+class _SystemPressure:
+    """Default level provider: a SystemProbe (container-aware) classified with hysteresis."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._probe: SystemProbe | None = None
+        self._thresholds = PressureThresholds()
+        self._level: PressureLevel | None = None
+
+    def __call__(self) -> PressureLevel:
+        with self._lock:
+            if self._probe is None:
+                self._probe = SystemProbe()
+            fraction = self._probe.sample().fraction
+            self._level = self._thresholds.classify(fraction, self._level)
+            return self._level
 
 
 @dataclass
@@ -106,9 +120,10 @@ class LazyLoader:
     """Import packages on demand and track each one's memory (seed 001).
 
     ``pressure_level`` supplies the system level for summaries and
-    suggestions (default: psutil's system figure against default
-    thresholds). ``footprint_threshold`` (bytes) and ``idle_after`` (s)
-    drive the high-footprint suggestion; ``leak_threshold`` is the score from
+    suggestions (default: a :class:`~memwarden.probes.SystemProbe`, which sees
+    a container's own limit, classified by the default thresholds).
+    ``footprint_threshold`` (bytes) and ``idle_after`` (s) drive the
+    high-footprint suggestion; ``leak_threshold`` is the score from
     which a package counts as leaking in summaries and suggestions;
     ``history`` bounds each package's samples. ``trace_imports`` switches
     tracemalloc on for the duration of an import when it is off, so the
@@ -139,7 +154,7 @@ class LazyLoader:
             raise TypeError(f"pressure_level must be callable, got {pressure_level!r}")
         if not isinstance(trace_imports, bool):
             raise TypeError(f"trace_imports must be a bool, got {trace_imports!r}")
-        self._pressure_level = pressure_level or _system_pressure
+        self._pressure_level = pressure_level or _SystemPressure()
         self._footprint_threshold = footprint_threshold
         self._idle_after = float(idle_after)
         self._leak_threshold = float(leak_threshold)

@@ -45,7 +45,7 @@ from ._native import malloc_trim
 from ._packages import package_of
 from ._validate import check_int
 from .leaks import LeakDetector, analyze_memory_trend
-from .probes import Probe
+from .probes import Probe, SystemProbe
 
 __all__ = [
     "ContextMemoryStats",
@@ -496,12 +496,14 @@ class MemoryProfiler:
                 "used": sample.used,
                 "percentage": round(sample.fraction * 100.0, 2),
             }
-        vm = psutil.virtual_memory()
+        # The container's limit, not the host's RAM, and no reclaimable page cache in "used".
+        with contextlib.closing(SystemProbe()) as system:
+            sample = system.sample()
         return {
-            "total": int(vm.total),
-            "available": int(vm.available),
-            "used": int(vm.total - vm.available),
-            "percentage": float(vm.percent),
+            "total": sample.limit,
+            "available": sample.available,
+            "used": sample.used,
+            "percentage": round(sample.fraction * 100.0, 2),
         }
 
     def get_memory_report(self, *, limit: int = 10) -> dict[str, Any]:
@@ -510,7 +512,8 @@ class MemoryProfiler:
         Keys: timestamp, profiling, tracemalloc (tracing, traceback_limit,
         traced_current, traced_peak, overhead = tracemalloc's own memory),
         process_memory (rss, vms), system_memory (total, available, used,
-        percentage), top_consumers (latest snapshot, else a fresh one while
+        percentage; from the ``probe`` given, else a ``SystemProbe``, so a
+        container reports its own limit), top_consumers (latest snapshot, else a fresh one while
         tracing, else empty), snapshot_count, memory_trends
         (:meth:`analyze_memory_trends`) and function_stats (the
         :func:`monitor_function_memory` registry).
