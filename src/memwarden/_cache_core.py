@@ -269,7 +269,9 @@ class LRUCache(MutableMapping[K, V]):
             lock.release()
 
     def _get_special(self, key: K, default: Any) -> Any:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             try:
                 value = self._data_get(key, _MISSING)
             except TypeError:
@@ -292,6 +294,8 @@ class LRUCache(MutableMapping[K, V]):
                 self._move_to_end(key)
             self._hits += 1
             return value
+        finally:
+            lock.release()
 
     def __getitem__(self, key: K) -> V:
         """Like :meth:`get`, but raise ``KeyError`` when ``key`` is absent or expired."""
