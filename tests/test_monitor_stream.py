@@ -280,6 +280,20 @@ async def test_run_cancelled_promptly_while_sleeping(
     assert not monitor.running and clock.sleepers == 0
 
 
+async def test_run_under_fail_after_times_out_cleanly(
+    probe: StaticProbe, clock: ManualClock, monitor: PressureMonitor
+) -> None:
+    with pytest.raises(TimeoutError), anyio.fail_after(0.05):
+        await monitor.run()
+    assert not monitor.running and clock.sleepers == 0
+    assert probe.samples_taken == 1
+    # A later run starts afresh.
+    async with anyio.create_task_group() as tg:
+        await tg.start(monitor.run)
+        assert monitor.running
+        tg.cancel_scope.cancel()
+
+
 async def test_run_twice_is_refused(monitor: PressureMonitor) -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(monitor.run)
