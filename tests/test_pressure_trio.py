@@ -119,3 +119,44 @@ def test_psi_wait_and_cancel_on_trio() -> None:
         trigger.close()
         a.close()
         b.close()
+
+
+def test_trigger_wakes_run_early_on_trio(monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        a.send(b"!", socket.MSG_OOB)
+        b.recv(1, socket.MSG_OOB)
+    except OSError:
+        a.close()
+        b.close()
+        pytest.skip("this kernel has no MSG_OOB on AF_UNIX sockets (Linux < 5.15)")
+    trigger = PsiTrigger(os.dup(b.fileno()), "socketpair")
+    clock = ManualClock(0.0)
+    probe = StaticProbe(0, 1000)
+    monitor = PressureMonitor(probe, clock=clock, sleep=clock.sleep, interval=3600.0)
+    monkeypatch.setattr(monitor, "_open_psi", lambda: trigger)
+
+    async def main() -> None:
+        sampled = anyio.Event()
+
+        def on_event(event: PressureEvent) -> None:
+            b.recv(1, socket.MSG_OOB)
+            sampled.set()
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(monitor.run)
+            monitor.add_listener(on_event)
+            probe.set(used=990)
+            await clock.wait_for_sleepers(1)
+            a.send(b"!", socket.MSG_OOB)
+            with anyio.fail_after(10):
+                await sampled.wait()
+            assert monitor.level is CRITICAL
+            tg.cancel_scope.cancel()
+        assert trigger.closed and monitor.stats().psi_wakeups == 1
+
+    try:
+        anyio.run(main, backend="trio")
+    finally:
+        a.close()
+        b.close()
