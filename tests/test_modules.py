@@ -172,6 +172,20 @@ def test_unload_reports_what_was_freed(clock: ManualClock, make_package: Any) ->
     assert loader.unload("mwtest_never_registered") is False
 
 
+def test_unload_of_a_submodule_detaches_it_from_its_parent(
+    clock: ManualClock, make_package: Any
+) -> None:
+    name = make_package("", submodules={"sub": "X = 1\n"})
+    loader = _loader(clock)
+    loader.load(f"{name}.sub")
+    parent = sys.modules[name]
+    assert hasattr(parent, "sub")
+    assert loader.unload(f"{name}.sub") is True
+    assert not hasattr(parent, "sub") and f"{name}.sub" not in sys.modules
+    info = loader.get_package_memory_info(f"{name}.sub")
+    assert info is not None and info["last_unload"]["still_referenced"] is False
+
+
 def test_unload_says_when_the_module_is_still_referenced(
     clock: ManualClock, make_package: Any
 ) -> None:

@@ -297,6 +297,11 @@ class LazyLoader:
             traced_before = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None
             for module_name in doomed:
                 sys.modules.pop(module_name, None)
+            parent_name, _, child = name.rpartition(".")
+            parent = sys.modules.get(parent_name) if parent_name else None
+            if parent is not None and module is not None and getattr(parent, child, None) is module:
+                # The parent package's attribute would otherwise keep the submodule alive.
+                delattr(parent, child)
             package.module = None
             package.status = "unloaded"
             alive = weakref.ref(module) if module is not None else None
