@@ -406,3 +406,18 @@ def test_sync_counters_are_exact_across_threads() -> None:
         assert info.currsize == 8
         stats = fn.cache.stats()
         assert stats.hits + stats.misses == 8_000
+
+
+async def test_failing_sizeof_reaches_async_waiters_instead_of_hanging() -> None:
+    def bad_sizeof(value: object) -> int:
+        raise TypeError("cannot weigh this")
+
+    @memoize(max_bytes=100, sizeof=bad_sizeof)
+    async def compute(x: int) -> int:
+        await anyio.lowlevel.checkpoint()
+        return x
+
+    with anyio.fail_after(5):
+        with pytest.raises(TypeError, match="cannot weigh this"):
+            await compute(1)
+    assert compute.cache_info().currsize == 0

@@ -396,15 +396,23 @@ def _async_wrapper(
     name = _describe(func)
 
     def finish(flight_key: tuple[object, Hashable], flight: _Flight) -> None:
-        if flights.get(flight_key) is flight:
-            del flights[flight_key]
-        if flight.ok and not flight.invalidated:
-            # A value larger than max_bytes is returned but not cached.
-            with contextlib.suppress(CacheError):
-                store.put(flight_key[1], flight.value)
-        elif not flight.ok and flight.error is None:
-            flight.error = CacheError(f"the shared computation of {name} was cancelled")
-        flight.event.set()
+        try:
+            if flights.get(flight_key) is flight:
+                del flights[flight_key]
+            if flight.ok and not flight.invalidated:
+                try:
+                    store.put(flight_key[1], flight.value)
+                except CacheError:
+                    pass  # larger than max_bytes: returned, not cached
+                except Exception as exc:
+                    # A failing sizeof reaches the callers, as it does for sync functions.
+                    flight.ok = False
+                    flight.error = exc
+            elif not flight.ok and flight.error is None:
+                flight.error = CacheError(f"the shared computation of {name} was cancelled")
+        finally:
+            # Whatever happened above, no waiter may be left parked.
+            flight.event.set()
 
     def start(flight_key: tuple[object, Hashable], args: Any, kwargs: Any) -> _Flight:
         flight = _Flight()
