@@ -642,6 +642,17 @@ async def test_context_cancelled_block_still_reports() -> None:
     assert scope.cancelled_caught and ctx.result.objects_collected >= 0
 
 
+async def test_context_timed_out_block_still_reports() -> None:
+    ctx = memory_efficient_context(rss=lambda: 1, trim=False)
+    with anyio.move_on_after(0.01) as scope:
+        async with ctx:
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    assert ctx.result.duration >= 0.0 and ctx.result.memory_freed == 0
+    async with ctx:  # reusable after a cancelled block: nothing was left half-entered
+        pass
+
+
 def test_context_rejects_nesting_and_bad_input() -> None:
     ctx = memory_efficient_context(rss=lambda: 1)
     with ctx, pytest.raises(RuntimeError, match="nest"), ctx:
