@@ -215,16 +215,16 @@ def deep_sizeof(obj: object, *, max_depth: int | None = None, seen: set[int] | N
                     continue
             for child in children:
                 child_type = type(child)
-                if child_type in skip:
-                    continue
-                child_id = id(child)
-                if child_id in seen:
-                    continue
-                seen_add(child_id)
                 if child_type in atomic:
-                    total += getsizeof(child)
-                else:
-                    push(child)
+                    child_id = id(child)
+                    if child_id not in seen:
+                        seen_add(child_id)
+                        total += getsizeof(child)
+                elif child_type not in skip:
+                    child_id = id(child)
+                    if child_id not in seen:
+                        seen_add(child_id)
+                        push(child)
         level = queued
         depth += 1
     return int(total)
