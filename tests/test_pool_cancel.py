@@ -1,0 +1,392 @@
+"""Cancellation and timeout twins for every wait in ObjectPool: nothing may leak.
+
+Each test ends by checking that the pool holds no stray object, slot or
+waiter (``_assert_clean``): in-use and pending are zero unless a test holds
+something on purpose, and no waiter stays queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from memwarden.errors import PoolClosedError, PoolExhaustedError
+from memwarden.pool import ObjectPool
+from memwarden.testing import ManualClock
+
+
+class Maker:
+    def __init__(self) -> None:
+        self.made: list[list[int]] = []
+        self.closed: list[list[int]] = []
+
+    def __call__(self) -> list[int]:
+        obj = [len(self.made)]
+        self.made.append(obj)
+        return obj
+
+    def close(self, obj: list[int]) -> None:
+        self.closed.append(obj)
+
+
+def _assert_clean(pool: ObjectPool[list[int]], *, in_use: int = 0) -> None:
+    stats = pool.stats()
+    assert stats.waiters == 0, stats
+    assert stats.pending == 0, stats
+    assert stats.in_use == in_use, stats
+    assert stats.created - stats.destroyed == stats.size, stats
+    assert not pool._core.checking and not pool._core.returning
+
+
+# -- parked acquire -------------------------------------------------------------------------
+
+
+async def test_cancelled_parked_acquire_leaves_no_waiter() -> None:
+    pool = ObjectPool(Maker(), max_size=1)
+    held = await pool.acquire()
+    with anyio.move_on_after(0):
+        await pool.acquire()
+    _assert_clean(pool, in_use=1)
+    await pool.release(held)
+    assert pool.stats().idle == 1
+    _assert_clean(pool)
+
+
+async def test_timed_out_parked_acquire_leaves_no_waiter(clock: ManualClock) -> None:
+    pool = ObjectPool(Maker(), max_size=1, clock=clock, sleep=clock.sleep)
+    held = await pool.acquire()
+    async with anyio.create_task_group() as tg:
+
+        async def timed() -> None:
+            with pytest.raises(PoolExhaustedError, match="within 3 s"):
+                await pool.acquire(timeout=3.0)
+
+        tg.start_soon(timed)
+        await clock.advance_when_parked(3.0)
+    assert pool.stats().timeouts == 1
+    _assert_clean(pool, in_use=1)
+    await pool.release(held)
+    _assert_clean(pool)
+
+
+async def test_pool_acquire_timeout_default_applies(clock: ManualClock) -> None:
+    pool = ObjectPool(Maker(), max_size=1, acquire_timeout=1.0, clock=clock, sleep=clock.sleep)
+    held = await pool.acquire()
+    async with anyio.create_task_group() as tg:
+
+        async def timed() -> None:
+            with pytest.raises(PoolExhaustedError):
+                await pool.acquire()
+
+        tg.start_soon(timed)
+        await clock.advance_when_parked(1.0)
+    _assert_clean(pool, in_use=1)
+    await pool.release(held)
+
+
+async def test_timeout_on_the_real_clock() -> None:
+    pool = ObjectPool(Maker(), max_size=1)
+    held = await pool.acquire()
+    with pytest.raises(PoolExhaustedError) as info:
+        await pool.acquire(timeout=0.01)
+    assert isinstance(info.value, TimeoutError)
+    _assert_clean(pool, in_use=1)
+    await pool.release(held)
+
+
+async def test_grant_racing_cancel_scope_leaks_nothing() -> None:
+    """The release hands the object over, then the waiter's scope is cancelled before it
+    resumes: it either keeps the grant (and releases it) or passes it on; never both."""
+    pool = ObjectPool(Maker(), max_size=1)
+    held = await pool.acquire()
+    second: list[list[int]] = []
+    async with anyio.create_task_group() as tg:
+        scope = anyio.CancelScope()
+
+        async def first_waiter() -> None:
+            with scope:
+                obj = await pool.acquire()
+                await pool.release(obj)
+
+        async def second_waiter() -> None:
+            second.append(await pool.acquire())
+
+        tg.start_soon(first_waiter)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(second_waiter)
+        await anyio.wait_all_tasks_blocked()
+        await pool.release(held)  # handed to first_waiter, synchronously
+        scope.cancel()  # ... which is cancelled before it resumes
+    assert second == [held]
+    _assert_clean(pool, in_use=1)
+    await pool.release(held)
+    _assert_clean(pool)
+
+
+async def test_grant_racing_task_cancel_hands_object_on() -> None:
+    """asyncio's Task.cancel() after the grant throws CancelledError into the waiter:
+    the granted object must go to the next waiter."""
+    pool = ObjectPool(Maker(), max_size=1)
+    held = await pool.acquire()
+
+    async def get() -> list[int]:
+        return await pool.acquire()
+
+    first = asyncio.create_task(get())
+    await anyio.wait_all_tasks_blocked()
+    second = asyncio.create_task(get())
+    await anyio.wait_all_tasks_blocked()
+    await pool.release(held)  # granted to `first`
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await second is held
+    _assert_clean(pool, in_use=1)
+    await pool.release(held)
+    _assert_clean(pool)
+
+
+async def test_grant_racing_cancellation_with_validation_returns_to_idle() -> None:
+    pool = ObjectPool(Maker(), max_size=1, validate=lambda obj: True)
+    held = await pool.acquire()
+
+    async def get() -> list[int]:
+        return await pool.acquire()
+
+    waiter = asyncio.create_task(get())
+    await anyio.wait_all_tasks_blocked()
+    await pool.release(held)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert pool.stats().idle == 1
+    _assert_clean(pool)
+
+
+async def test_many_cancelled_acquires_leak_nothing() -> None:
+    """trio's CapacityLimiter memleak test, for the pool."""
+    pool = ObjectPool(Maker(), max_size=1)
+    held = await pool.acquire()
+    for _ in range(200):
+        with anyio.move_on_after(0):
+            await pool.acquire()
+    _assert_clean(pool, in_use=1)
+    assert len(pool._core.waiters) == 0
+    await pool.release(held)
+
+
+# -- creation in progress -------------------------------------------------------------------
+
+
+def _slow_factory(started: anyio.Event, proceed: anyio.Event, maker: Maker):  # type: ignore[no-untyped-def]
+    async def factory() -> list[int]:
+        started.set()
+        await proceed.wait()
+        return maker()
+
+    return factory
+
+
+async def test_cancelled_creation_frees_its_slot() -> None:
+    maker = Maker()
+    started, proceed = anyio.Event(), anyio.Event()
+    pool = ObjectPool(_slow_factory(started, proceed, maker), max_size=1)
+    with anyio.move_on_after(0.0) as scope:
+        await pool.acquire()
+    assert scope.cancelled_caught
+    _assert_clean(pool)
+    proceed.set()
+    async with pool.acquire() as obj:
+        assert obj == [0]
+
+
+async def test_timed_out_creation_frees_its_slot(clock: ManualClock) -> None:
+    maker = Maker()
+    started, proceed = anyio.Event(), anyio.Event()
+    pool = ObjectPool(
+        _slow_factory(started, proceed, maker), max_size=1, clock=clock, sleep=clock.sleep
+    )
+    async with anyio.create_task_group() as tg:
+
+        async def timed() -> None:
+            with pytest.raises(PoolExhaustedError):
+                await pool.acquire(timeout=2.0)
+
+        tg.start_soon(timed)
+        await started.wait()
+        await clock.advance_when_parked(2.0)
+    _assert_clean(pool)
+    assert pool.stats().create_failures == 0  # a cancelled creation is not a failure
+    proceed.set()
+    assert await pool.acquire() == [0]
+
+
+async def test_cancelled_creation_hands_slot_to_next_waiter() -> None:
+    maker = Maker()
+    started, proceed = anyio.Event(), anyio.Event()
+    pool = ObjectPool(_slow_factory(started, proceed, maker), max_size=1)
+    got: list[list[int]] = []
+    async with anyio.create_task_group() as tg:
+        scope = anyio.CancelScope()
+
+        async def creator() -> None:
+            with scope:
+                await pool.acquire()
+
+        async def waiter() -> None:
+            got.append(await pool.acquire())
+
+        tg.start_soon(creator)
+        await started.wait()
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        assert pool.stats().waiters == 1
+        scope.cancel()
+        await anyio.wait_all_tasks_blocked()
+        proceed.set()
+    assert got == [[0]]
+    _assert_clean(pool, in_use=1)
+
+
+async def test_cancelled_gate_wait_frees_its_slot(clock: ManualClock) -> None:
+    gate_open = anyio.Event()
+
+    async def gate() -> None:
+        await gate_open.wait()
+
+    pool = ObjectPool(Maker(), max_size=1, creation_gate=gate, clock=clock, sleep=clock.sleep)
+    with anyio.move_on_after(0):
+        await pool.acquire()
+    _assert_clean(pool)
+    async with anyio.create_task_group() as tg:
+
+        async def timed() -> None:
+            with pytest.raises(PoolExhaustedError):
+                await pool.acquire(timeout=5.0)
+
+        tg.start_soon(timed)
+        await clock.advance_when_parked(5.0)
+    _assert_clean(pool)
+    gate_open.set()
+    assert await pool.acquire() == [0]
+
+
+# -- validation and reset in progress ------------------------------------------------------
+
+
+async def test_cancelled_validation_discards_the_object() -> None:
+    maker = Maker()
+    started = anyio.Event()
+
+    async def validate(obj: list[int]) -> bool:
+        started.set()
+        await anyio.sleep_forever()
+        return True  # pragma: no cover
+
+    pool = ObjectPool(maker, validate=validate, close=maker.close)
+    obj = await pool.acquire()
+    await pool.release(obj)
+
+    async def get() -> None:
+        await pool.acquire()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(get)
+        await started.wait()
+        tg.cancel_scope.cancel()
+    assert maker.closed == [obj]  # state unknown after an interrupted check
+    _assert_clean(pool)
+    assert pool.stats().size == 0
+
+
+async def test_cancelled_release_still_finishes_the_reset() -> None:
+    resets: list[list[int]] = []
+    started = anyio.Event()
+
+    async def reset(obj: list[int]) -> None:
+        started.set()
+        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
+        resets.append(obj)
+
+    pool = ObjectPool(Maker(), reset=reset)
+    async with anyio.create_task_group() as tg:
+
+        async def user() -> None:
+            async with pool.acquire():
+                pass
+
+        tg.start_soon(user)
+        await started.wait()
+        tg.cancel_scope.cancel()
+    assert len(resets) == 1 and pool.stats().idle == 1
+    _assert_clean(pool)
+
+
+async def test_cancelled_async_with_body_releases() -> None:
+    pool = ObjectPool(Maker(), max_size=1)
+    with anyio.move_on_after(0):
+        async with pool.acquire():
+            await anyio.sleep_forever()
+    assert pool.stats().idle == 1
+    _assert_clean(pool)
+
+
+# -- aclose --------------------------------------------------------------------------------
+
+
+async def test_aclose_timeout_twin_closes_leftovers(clock: ManualClock) -> None:
+    maker = Maker()
+    pool = ObjectPool(maker, max_size=2, close=maker.close, clock=clock, sleep=clock.sleep)
+    held = [await pool.acquire(), await pool.acquire()]
+    await pool.release(held[1])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: pool.aclose(timeout=1.0))
+        await clock.advance_when_parked(1.0)
+    assert maker.closed == [held[1], held[0]]
+    _assert_clean(pool)
+    assert pool.stats().size == 0
+
+
+async def test_cancelled_aclose_leaves_pool_closed_and_consistent(clock: ManualClock) -> None:
+    maker = Maker()
+    pool = ObjectPool(maker, close=maker.close, clock=clock, sleep=clock.sleep)
+    held = await pool.acquire()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pool.aclose)
+        await clock.wait_for_sleepers(1)
+        tg.cancel_scope.cancel()
+    assert pool.closed
+    with pytest.raises(PoolClosedError):
+        await pool.acquire()
+    await pool.release(held)  # still closed properly on return
+    assert maker.closed == [held]
+    _assert_clean(pool)
+    await pool.aclose()  # returns at once: already done
+
+
+async def test_creation_finishing_after_close_is_closed(clock: ManualClock) -> None:
+    maker = Maker()
+    started, proceed = anyio.Event(), anyio.Event()
+    pool = ObjectPool(
+        _slow_factory(started, proceed, maker),
+        close=maker.close,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    async with anyio.create_task_group() as tg:
+
+        async def creator() -> None:
+            with pytest.raises(PoolClosedError):
+                await pool.acquire()
+
+        tg.start_soon(creator)
+        await started.wait()
+        tg.start_soon(lambda: pool.aclose(timeout=10.0))
+        await anyio.wait_all_tasks_blocked()
+        proceed.set()
+    assert maker.closed == maker.made == [[0]]
+    _assert_clean(pool)
