@@ -15,6 +15,9 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from memwarden.errors import GCError
 from memwarden.gc import (
@@ -24,6 +27,7 @@ from memwarden.gc import (
     GCController,
     GCPauseStats,
     GCStats,
+    _PauseRecorder,
     pause_depth,
 )
 
@@ -33,12 +37,17 @@ def _collector_left_as_found() -> Iterator[None]:
     """Every test leaves thresholds, the enabled flag and gc.callbacks as it found them."""
     thresholds = gc.get_threshold()
     enabled = gc.isenabled()
-    callbacks = list(gc.callbacks)
+    callbacks = _ours()
     yield
     assert pause_depth() == 0
     assert gc.isenabled() == enabled
     assert gc.get_threshold() == thresholds
-    assert gc.callbacks == callbacks
+    assert _ours() == callbacks
+
+
+def _ours() -> list[object]:
+    # Other libraries (hypothesis, for one) add hooks of their own; only ours must not leak.
+    return [cb for cb in gc.callbacks if isinstance(cb, _PauseRecorder)]
 
 
 @pytest.fixture
@@ -125,10 +134,10 @@ def test_explicit_thresholds_and_seed_alias() -> None:
 def test_bad_arguments(
     args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], fragment: str
 ) -> None:
-    callbacks = len(gc.callbacks)
+    callbacks = len(_ours())
     with pytest.raises(error, match=fragment):
         GCController(*args, **kwargs)
-    assert len(gc.callbacks) == callbacks  # nothing installed by a failed constructor
+    assert len(_ours()) == callbacks  # nothing installed by a failed constructor
 
 
 # -- collections ----------------------------------------------------------------------------
@@ -279,6 +288,51 @@ def test_paused_block_cannot_be_entered_twice(ctl: GCController) -> None:
     assert gc.isenabled()
     with ctl.disable_gc_temporarily():
         assert not gc.isenabled()
+
+
+class PauseMachine(RuleBasedStateMachine):
+    """Blocks entered and left in any order, with the user toggling the collector between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ctl = GCController(track_pauses=False)
+        self.open: list[Any] = []
+        self.user_enabled = gc.isenabled()
+
+    @rule()
+    def enter(self) -> None:
+        block = self.ctl.paused()
+        block.__enter__()
+        self.open.append(block)
+
+    @precondition(lambda self: self.open)
+    @rule(data=st.data())
+    def leave_any(self, data: st.DataObject) -> None:
+        index = data.draw(st.integers(0, len(self.open) - 1))
+        self.open.pop(index).__exit__(None, None, None)
+
+    @precondition(lambda self: not self.open)
+    @rule(enabled=st.booleans())
+    def user_toggles(self, enabled: bool) -> None:
+        if enabled:
+            gc.enable()
+        else:
+            gc.disable()
+        self.user_enabled = enabled
+
+    @invariant()
+    def collector_state(self) -> None:
+        assert pause_depth() == len(self.open)
+        assert gc.isenabled() == (self.user_enabled and not self.open)
+
+    def teardown(self) -> None:
+        for block in self.open:
+            block.__exit__(None, None, None)
+        gc.enable()
+
+
+TestPauseMachine = PauseMachine.TestCase
+TestPauseMachine.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
 
 
 # -- cleanup callbacks ----------------------------------------------------------------------

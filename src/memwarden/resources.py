@@ -35,6 +35,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any
@@ -340,7 +341,7 @@ class ResourceManager:
 
     def acquire_resource(
         self, name: str, kind: str | None = None, *, timeout: float | None = None
-    ) -> _Acquired:
+    ) -> AbstractAsyncContextManager[Any]:
         """``async with manager.acquire_resource(name, kind) as resource:`` use it, counted.
 
         Waits while ``max_concurrent`` holders have it (``timeout`` seconds at

@@ -26,6 +26,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -302,7 +303,7 @@ class SessionManager:
         self._table.touch(entry, self._clock())
         return self._snapshot(entry)
 
-    def acquire(self, session_id: str) -> _Lease:
+    def acquire(self, session_id: str) -> AbstractAsyncContextManager[SessionData]:
         """Lease a session: ``async with manager.acquire(id) as session: ...``.
 
         While any lease is held the session never expires (cleanup, lookups
