@@ -169,6 +169,11 @@ def deep_sizeof(obj: object, *, max_depth: int | None = None, seen: set[int] | N
     if max_depth is not None:
         check_int("max_depth", max_depth)
     if seen is None:
+        kind = type(obj)
+        if kind in _ATOMIC:  # the common cache value: no walk, no set
+            return int(_getsizeof(obj))
+        if kind in _SKIP_EXACT:
+            return 0
         seen = set()
     elif not isinstance(seen, set):
         raise TypeError(f"seen must be a set of ids or None, got {type(seen).__name__} {seen!r}")
