@@ -23,6 +23,8 @@ from collections.abc import Hashable, Iterator
 __all__: list[str] = []
 
 _M64 = (1 << 64) - 1
+_MIX1 = 0x9E3779B97F4A7C15
+_MIX2 = 0xBF58476D1CE4E5B9
 _HALVE = bytes(i >> 1 for i in range(256))
 _MAX_COUNT = 15
 _ROWS = 4
@@ -63,18 +65,17 @@ class _FrequencySketch:
         self._table = bytearray(self._width * _ROWS)
 
     def _slots(self, key: Hashable) -> tuple[int, int, int, int]:
-        # Double hashing over a mixed 64-bit hash gives four independent-enough rows.
-        h = (hash(key) * 0x9E3779B97F4A7C15) & _M64
-        h ^= h >> 29
-        h1 = h & 0xFFFFFFFF
-        h2 = (h >> 32) | 1
+        # Two multiplicative mixes give four 32-bit slices, one per row: the
+        # rows collide on different keys, which is what a count-min needs.
+        h = (hash(key) * _MIX1) & _M64
+        g = ((h ^ (h >> 29)) * _MIX2) & _M64
         mask = self._mask
         width = self._width
         return (
-            (h1 & mask),
-            width + ((h1 + h2) & mask),
-            2 * width + ((h1 + 2 * h2) & mask),
-            3 * width + ((h1 + 3 * h2) & mask),
+            h & mask,
+            width + ((h >> 32) & mask),
+            2 * width + (g & mask),
+            3 * width + ((g >> 32) & mask),
         )
 
     def frequency(self, key: Hashable) -> int:
@@ -85,12 +86,29 @@ class _FrequencySketch:
 
     def increment(self, key: Hashable) -> None:
         """Record one access to ``key``; halves every counter once per sample period."""
+        # Runs on every cache access: _slots is inlined and the loop unrolled.
+        h = (hash(key) * _MIX1) & _M64
+        g = ((h ^ (h >> 29)) * _MIX2) & _M64
+        mask = self._mask
+        width = self._width
         table = self._table
+        a = h & mask
+        b = width + ((h >> 32) & mask)
+        c = 2 * width + (g & mask)
+        d = 3 * width + ((g >> 32) & mask)
         added = False
-        for slot in self._slots(key):
-            if table[slot] < _MAX_COUNT:
-                table[slot] += 1
-                added = True
+        if table[a] < _MAX_COUNT:
+            table[a] += 1
+            added = True
+        if table[b] < _MAX_COUNT:
+            table[b] += 1
+            added = True
+        if table[c] < _MAX_COUNT:
+            table[c] += 1
+            added = True
+        if table[d] < _MAX_COUNT:
+            table[d] += 1
+            added = True
         if added:
             self._additions += 1
             if self._additions >= self._sample_size:
