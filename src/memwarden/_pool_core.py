@@ -37,6 +37,9 @@ T = TypeVar("T")
 MISSING: Any = object()
 """Returned by the fast path when it cannot serve (objects themselves may be None)."""
 
+# Shared "nothing expired" answer: without max_lifetime nothing is ever appended to it.
+_NONE_EXPIRED: list[Any] = []
+
 # Kinds of decision returned by PoolCore.acquire / after_discard.
 GRANT_OBJECT = 0
 GRANT_CREATE = 1
@@ -72,8 +75,23 @@ class Entry(Generic[T]):
         self.leak_reported = False
 
 
+class WaiterLike(Protocol[T]):
+    """A parked acquire: the core fills in exactly one grant, then calls ``wake()``.
+
+    ``wake()`` may be called on a waiter whose wait was already cancelled; it
+    must then do nothing (the cancelled task hands the grant on itself).
+    """
+
+    entry: Entry[T] | None
+    create: bool
+    error: BaseException | None
+    queued_at: float
+
+    def wake(self) -> None: ...
+
+
 class Waiter(Generic[T]):
-    """A parked acquire; the core fills in exactly one grant, then wakes it."""
+    """The portable waiter: wakes an event (``anyio.Event`` or any object with ``set``)."""
 
     __slots__ = ("create", "entry", "error", "event", "queued_at")
 
@@ -84,9 +102,8 @@ class Waiter(Generic[T]):
         self.create = False
         self.error: BaseException | None = None
 
-    @property
-    def granted(self) -> bool:
-        return self.entry is not None or self.create or self.error is not None
+    def wake(self) -> None:
+        self.event.set()
 
 
 class PoolCore(Generic[T]):
@@ -117,7 +134,7 @@ class PoolCore(Generic[T]):
         self.in_use: dict[int, Entry[T]] = {}
         self.returning: dict[int, Entry[T]] = {}
         self.pending = 0
-        self.waiters: OrderedDict[Waiter[T], None] = OrderedDict()
+        self.waiters: OrderedDict[WaiterLike[T], None] = OrderedDict()
         self.closed = False
         self.force_closed: dict[int, object] = {}
         self.drained: _Wakeable | None = None
@@ -193,8 +210,10 @@ class PoolCore(Generic[T]):
         """
         if self.closed:
             raise PoolClosedError("the pool is closed")
-        expired: list[Entry[T]] = []
+        expired: list[Entry[T]] = _NONE_EXPIRED
         if not self.waiters:
+            if self.max_lifetime is not None:
+                expired = []
             entry = self._pop_live_idle(now, expired)
             if entry is not None:
                 self.checking[id(entry.obj)] = entry
@@ -204,7 +223,7 @@ class PoolCore(Generic[T]):
                 return GRANT_CREATE, None, expired
         return PARK, None, expired
 
-    def park(self, waiter: Waiter[T]) -> None:
+    def park(self, waiter: WaiterLike[T]) -> None:
         """Queue ``waiter`` (FIFO) until something is handed to it."""
         self.waiters[waiter] = None
         if len(self.waiters) > self.waiters_peak:
@@ -258,7 +277,7 @@ class PoolCore(Generic[T]):
         if self.closed:
             self._maybe_drained()
             raise PoolClosedError("the pool is closed")
-        expired: list[Entry[T]] = []
+        expired: list[Entry[T]] = [] if self.max_lifetime is not None else _NONE_EXPIRED
         nxt = self._pop_live_idle(now, expired)
         if nxt is not None:
             self.checking[id(nxt.obj)] = nxt
@@ -266,7 +285,7 @@ class PoolCore(Generic[T]):
         self.pending += 1
         return GRANT_CREATE, None, expired
 
-    def cancel_waiter(self, waiter: Waiter[T], now: float) -> Entry[T] | None:
+    def cancel_waiter(self, waiter: WaiterLike[T], now: float) -> Entry[T] | None:
         """Withdraw a parked acquire; whatever it was granted passes to the next one.
 
         Returns an entry the caller must close (the grant expired or the pool closed).
@@ -408,10 +427,21 @@ class PoolCore(Generic[T]):
         if entry is None:
             return False
         self.released += 1
-        if self.waiters:
-            self._grant(entry)
-        else:
+        waiters = self.waiters
+        if not waiters:
             self.idle.append(entry)
+            return True
+        # _grant, inlined: this is the hand-off of every contended release.
+        waiter, _ = waiters.popitem(last=False)
+        waiter.entry = entry
+        if self.claim_needed:
+            self.checking[entry.key] = entry
+        else:
+            in_use = self.in_use
+            in_use[entry.key] = entry
+            if len(in_use) > self.in_use_peak:
+                self.in_use_peak = len(in_use)
+        waiter.wake()
         return True
 
     def begin_return(self, obj: object) -> Entry[T] | None:
@@ -489,14 +519,14 @@ class PoolCore(Generic[T]):
             in_use[entry.key] = entry
             if len(in_use) > self.in_use_peak:
                 self.in_use_peak = len(in_use)
-        waiter.event.set()
+        waiter.wake()
 
     def _hand_capacity(self) -> None:
         if self.waiters and self.size + self.pending < self.max_size:
             waiter, _ = self.waiters.popitem(last=False)
             waiter.create = True
             self.pending += 1
-            waiter.event.set()
+            waiter.wake()
 
     def _note_size(self) -> None:
         size = self.size
@@ -561,7 +591,7 @@ class PoolCore(Generic[T]):
         while self.waiters:
             waiter, _ = self.waiters.popitem(last=False)
             waiter.error = PoolClosedError("the pool was closed while waiting")
-            waiter.event.set()
+            waiter.wake()
         removed = list(self.idle)
         self.idle.clear()
         self.destroyed += len(removed)

@@ -13,9 +13,9 @@ Every bookkeeping decision lives in the synchronous core
 (:mod:`memwarden._pool_core`); this module only waits, runs the user's hooks
 outside the core, and feeds the results back. anyio runs it on asyncio and trio.
 
-Why not a library pool: asyncpg's and aiopg's pools are tied to their
-drivers, and the generic ones on PyPI are asyncio-only, have no lifetime
-jitter, leak reports or hand-off fairness, and leak on cancelled acquires.
+Written here rather than taken from a library: asyncpg's pool is tied to its
+driver, and anyio and trio offer capacity limiters, not pools of objects with
+hooks, lifetimes and leak reports.
 """
 
 from __future__ import annotations
@@ -37,7 +37,16 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 import anyio
 import sniffio
 
-from ._pool_core import GRANT_CREATE, GRANT_OBJECT, MISSING, PARK, Entry, PoolCore, Waiter
+from ._pool_core import (
+    GRANT_CREATE,
+    GRANT_OBJECT,
+    MISSING,
+    PARK,
+    Entry,
+    PoolCore,
+    Waiter,
+    WaiterLike,
+)
 from ._validate import check_float, check_fraction, check_int, check_timeout
 from .errors import PoolClosedError, PoolError, PoolExhaustedError
 
@@ -89,30 +98,43 @@ def _capture_stack() -> traceback.StackSummary:
     return summary
 
 
-class _Parker(Protocol):
-    def set(self) -> None: ...
-    def wait(self) -> Awaitable[Any]: ...
+class _Parked(WaiterLike[T], Protocol):
+    def __await__(self) -> Generator[Any, None, Any]: ...
 
 
-class _FutureParker(asyncio.Future[None]):
-    """A one-shot wake-up for asyncio: a bare future, as ``asyncio.Event`` uses inside.
+class _FutureWaiter(asyncio.Future[None], Generic[T]):
+    """A parked acquire on asyncio: the waiter is itself the future it awaits.
 
-    ``anyio.Event`` on asyncio wraps an ``asyncio.Event`` that wraps futures; a
-    contended pool parks and wakes once per acquire, so the layers showed in
-    profiles. Cancellation (including anyio cancel scopes) cancels the awaited
-    future exactly as it would inside ``asyncio.Event.wait``.
+    ``anyio.Event`` on asyncio wraps an ``asyncio.Event`` that wraps futures;
+    a contended pool parks once per acquire, and profiles showed those layers.
+    Cancellation (anyio cancel scopes included) cancels the awaited future just
+    as it would inside ``asyncio.Event.wait``.
     """
 
-    def set(self) -> None:
+    __slots__ = ("create", "entry", "error", "queued_at")
+
+    def __init__(self, queued_at: float) -> None:
+        super().__init__(loop=asyncio.get_running_loop())
+        self.queued_at = queued_at
+        self.entry: Entry[T] | None = None
+        self.create = False
+        self.error: BaseException | None = None
+
+    def wake(self) -> None:
         if not self.done():  # a cancelled waiter's future is already done
             self.set_result(None)
 
-    def wait(self) -> _FutureParker:
-        return self
 
+class _EventWaiter(Waiter[T]):
+    """A parked acquire on any other backend (trio): waits on an ``anyio.Event``."""
 
-def _future_parker() -> _FutureParker:
-    return _FutureParker(loop=asyncio.get_running_loop())
+    __slots__ = ()
+
+    def __init__(self, queued_at: float) -> None:
+        super().__init__(anyio.Event(), queued_at)
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return cast(anyio.Event, self.event).wait().__await__()
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +213,17 @@ class PoolLease(Generic[T]):
         """Acquire the object for the ``async with`` block."""
         if self._obj is not _NOTHING:
             raise PoolError("this lease is already in use; call pool.acquire() again")
-        take = self._pool._take
+        pool = self._pool
+        take = pool._take
         if take is not None:
             obj: T = take()
             if obj is not MISSING:
                 self._obj = obj
                 return obj
-        obj = await self._slow()
+        if self._opts is None and pool._acquire_timeout is None:
+            obj = await pool._acquire_inner(None)
+        else:
+            obj = await self._slow()
         self._obj = obj
         return obj
 
@@ -303,7 +329,7 @@ class ObjectPool(Generic[T]):
         self._track_leaks = leak_threshold is not None
         self._filled = min_size == 0
         self._closing: anyio.Event | None = None
-        self._parker_factory: Callable[[], _Parker] | None = None
+        self._waiter_factory: Callable[[float], _Parked[T]] | None = None
         # Fast paths skip the general machinery when no per-object check applies.
         simple_acquire = validate is None and max_lifetime is None and not self._track_leaks
         self._simple_take = self._core.take_idle_nowait if simple_acquire else None
@@ -343,8 +369,8 @@ class ObjectPool(Generic[T]):
 
         Takes an idle object, else creates one while fewer than ``max_size``
         exist, else waits (FIFO) for one to be released. ``timeout`` (default
-        the pool's ``acquire_timeout``; None waits forever) bounds the whole
-        acquire, creation included. When an idle object is ready and nobody
+        the pool's ``acquire_timeout``; ``math.inf`` always waits) bounds the
+        whole acquire, creation included. When an idle object is ready and nobody
         waits, this completes without suspending (like ``asyncio.Queue.get``).
 
         Raises ``PoolExhaustedError`` (a ``TimeoutError``) on timeout,
@@ -373,10 +399,11 @@ class ObjectPool(Generic[T]):
             return cast(T, value)
         core = self._core
         core.timeouts += 1
+        label = f" {self.name!r}" if self.name else ""
         raise PoolExhaustedError(
-            f"no object available from pool {self.name or ''!s} within {timeout:g} s "
+            f"no object available from pool{label} within {timeout:g} s "
             f"(max_size={core.max_size}, in_use={len(core.in_use)}, "
-            f"waiters={len(core.waiters)})".replace("pool  within", "pool within")
+            f"waiters={len(core.waiters)})"
         )
 
     async def _within(self, limit: float, fn: Callable[[], Awaitable[R]]) -> tuple[bool, R | None]:
@@ -414,11 +441,10 @@ class ObjectPool(Generic[T]):
             await self._fill(raise_errors=False)
         now = self._clock()
         kind, entry, expired = core.acquire(now)
-        waiter: Waiter[T] | None = None
+        waiter: _Parked[T] | None = None
         if kind == PARK:
             # Queue before any await, so a release meanwhile finds this waiter.
-            event = self._new_event()
-            waiter = Waiter(event, now)
+            waiter = self._new_waiter(now)
             core.park(waiter)
         while True:
             if expired:
@@ -427,7 +453,7 @@ class ObjectPool(Generic[T]):
                 expired = []
             if waiter is not None:
                 try:
-                    await event.wait()
+                    await waiter
                 except BaseException:
                     leftover = core.cancel_waiter(waiter, self._clock())
                     if leftover is not None:
@@ -467,15 +493,16 @@ class ObjectPool(Generic[T]):
             entry.stack = stack
             return obj
 
-    def _new_event(self) -> _Parker:
-        factory = self._parker_factory
+    def _new_waiter(self, now: float) -> _Parked[T]:
+        factory = self._waiter_factory
         if factory is None:
             # Decided once: a pool lives on one event loop.
             if sniffio.current_async_library() == "asyncio":
-                factory = self._parker_factory = _future_parker
+                factory = _FutureWaiter
             else:
-                factory = self._parker_factory = anyio.Event
-        return factory()
+                factory = _EventWaiter
+            self._waiter_factory = factory
+        return factory(now)
 
     async def _create(self) -> T:
         """Run the gate and the factory for a reserved slot; frees the slot on failure."""
