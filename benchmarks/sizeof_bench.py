@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks._harness import Row, speed_row
+from benchmarks._harness import Row, speed_row, time_sync
 from memwarden.sizeof import deep_sizeof
 
 
@@ -60,7 +60,7 @@ def _objects(data: dict[str, Any]) -> int:
 
 
 def rows(quick: bool) -> list[Row]:
-    """deep_sizeof vs the naive recursive walk on a nested dict of 100k entries."""
+    """deep_sizeof vs the naive recursive walk: one small value and a 100k-entry nested dict."""
     n = 10_000 if quick else 100_000
     repeat = 3 if quick else 7
     data = _data(n)
@@ -78,7 +78,25 @@ def rows(quick: bool) -> list[Row]:
         start = time.perf_counter()
         _naive(data)
         peer.append(time.perf_counter() - start)
+    small = {"id": 12345, "name": "name-12345", "tags": [1, 2, "t"], "score": 0.5}
+    if deep_sizeof(small) != _naive(small):
+        raise AssertionError("totals differ on the small value")
+    number = 2_000 if quick else 20_000
+    small_ours: list[float] = []
+    small_peer: list[float] = []
+    for _ in range(repeat):
+        small_ours.append(time_sync(lambda: deep_sizeof(small), number=number, repeat=1))
+        small_peer.append(time_sync(lambda: _naive(small), number=number, repeat=1))
     return [
+        speed_row(
+            "deep_sizeof, one small dict (a typical cache value)",
+            statistics.median(small_ours),
+            statistics.median(small_peer),
+            "recursive getsizeof",
+            1.0,
+            unit="µs/call",
+            notes="4 keys, a 3-item list",
+        ),
         speed_row(
             f"deep_sizeof, nested dict of {n:,} entries",
             statistics.median(ours) / objects,
@@ -87,5 +105,5 @@ def rows(quick: bool) -> list[Row]:
             1.0,
             unit="µs/object",
             notes=f"{objects:,} objects, {ours_total / 2**20:.1f} MiB",
-        )
+        ),
     ]
