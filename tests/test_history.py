@@ -186,3 +186,21 @@ async def test_watcher_history_survives_a_restart(tmp_path: Path) -> None:
     for i in range(30, 45):
         after.record("proc", float(i), 1e8 + 1e6 * i, kind="process")
     assert [e.series for e in after.check(now=45.0)] == ["proc"]
+
+
+async def test_timed_out_append_leaves_whole_records_and_no_temp(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path, max_bytes=2048, keep=1)
+    await store.append("samples", records(0, 5))
+    timed_out = 0
+    for k in range(30):
+        with anyio.move_on_after(0.0005 * k) as scope:
+            await store.append("samples", records(100 + 5 * k, 5))
+        timed_out += scope.cancelled_caught
+    loaded = [r["i"] for r in await store.load("samples")]
+    # Every append is all or nothing, whether it finished or timed out.
+    assert len(loaded) % 5 == 0
+    for start in range(0, len(loaded), 5):
+        block = loaded[start : start + 5]
+        assert block == list(range(block[0], block[0] + 5))
+    assert not temp_files(tmp_path)
+    assert timed_out >= 1

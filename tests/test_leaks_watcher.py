@@ -5,6 +5,9 @@ from __future__ import annotations
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from memwarden.leaks import LeakDetector, LeakEvent, LeakReport, LeakWatcher
 from memwarden.testing import ManualClock
@@ -194,3 +197,76 @@ async def test_acheck_cancelled_leaves_watcher_consistent(clock: ManualClock) ->
     clock.advance(1.0)
     watcher.check()
     assert 1 <= len(watcher.history("proc")) <= 2
+
+
+class WatcherMachine(RuleBasedStateMachine):
+    """Random add/remove/record/check sequences: events mirror every change of verdict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = ManualClock(0.0)
+        self.watcher = LeakWatcher(LeakDetector(window=20, min_samples=3), clock=self.clock)
+        self.sampled: dict[str, Growing] = {}
+        self.leaking: dict[str, bool] = {}  # what the events so far say
+
+    names = st.sampled_from(["a", "b", "c"])
+
+    @rule(name=names, rate=st.sampled_from([0.0, 1e5, 1e6]))
+    def add(self, name: str, rate: float) -> None:
+        if name in self.sampled:
+            with pytest.raises(ValueError, match="already watched"):
+                self.watcher.add_series(name, Growing(rate))
+            return
+        source = Growing(rate)
+        self.watcher.add_series(name, source)
+        self.sampled[name] = source
+
+    @rule(name=names)
+    def remove(self, name: str) -> None:
+        known = name in self.watcher.series()
+        assert self.watcher.remove_series(name) is known
+        self.sampled.pop(name, None)
+        self.leaking.pop(name, None)
+
+    @rule(name=names, rate=st.sampled_from([0.0, 1e6]))
+    def change_rate(self, name: str, rate: float) -> None:
+        if name in self.sampled:
+            self.sampled[name].rate = rate
+
+    @rule(steps=st.integers(1, 30))
+    def check(self, steps: int) -> None:
+        for _ in range(steps):
+            self.clock.advance(1.0)
+            for event in self.watcher.check():
+                # An event is a change: never the verdict the series already had.
+                assert self.leaking.get(event.series, False) is not event.is_leak
+                self.leaking[event.series] = event.is_leak
+
+    @invariant()
+    def verdicts_match_events(self) -> None:
+        findings = self.watcher.findings()
+        for name, report in findings.items():
+            assert report.is_leak is self.leaking.get(name, False)
+        assert set(self.watcher.leaks()) == {n for n, v in self.leaking.items() if v}
+
+    @invariant()
+    def histories_are_bounded(self) -> None:
+        for name in self.watcher.series():
+            assert len(self.watcher.history(name)) <= 40
+
+
+TestWatcherMachine = WatcherMachine.TestCase
+TestWatcherMachine.settings = settings(max_examples=15, stateful_step_count=15, deadline=None)
+
+
+async def test_acheck_timeout_leaves_watcher_consistent(clock: ManualClock) -> None:
+    watcher = LeakWatcher(clock=clock)
+    watcher.add_series("proc", Growing(1 * MB))
+    with anyio.move_on_after(0) as scope:
+        await watcher.acheck()
+    assert scope.cancelled_caught
+    # The timed-out check ran whole (worker threads are not abandoned) or not at all.
+    assert len(watcher.history("proc")) in (0, 1)
+    clock.advance(1.0)
+    watcher.check()
+    assert len(watcher.history("proc")) in (1, 2)
