@@ -414,8 +414,9 @@ class SessionManager:
             for allocation in allocations:
                 self._budget.release(allocation)
         if expired and log:
+            # One line per session at DEBUG; sweeps summarise at INFO.
             idle = (self._clock() if now is None else now) - entry.last_access
-            logger.info(
+            logger.debug(
                 "session %s expired after %.1fs idle (%d bytes)",
                 _label(entry.session_id),
                 idle,
