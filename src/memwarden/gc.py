@@ -52,6 +52,7 @@ from .errors import GCError
 
 __all__ = [
     "PROFILES",
+    "Aggressiveness",
     "GCController",
     "GCPauseStats",
     "GCStats",
@@ -63,6 +64,7 @@ __all__ = [
 logger = logging.getLogger("memwarden.gc")
 
 Aggressiveness = Literal["low", "moderate", "high"]
+"""The profile names accepted by :class:`GCController` (a type alias)."""
 
 PROFILES: dict[str, tuple[int, int, int]] = {
     "low": (2000, 20, 20),
