@@ -278,7 +278,7 @@ class LRUCache(MutableMapping[K, V]):
                 raise _unhashable(key) from None
             policy = self._policy
             if policy is not None:
-                policy.record(key)
+                policy.sketch.increment(key)
             if value is _MISSING:
                 self._misses += 1
                 return default
@@ -400,7 +400,7 @@ class LRUCache(MutableMapping[K, V]):
                 self._nbytes += size - sizes[key]
                 sizes[key] = size
             if policy is not None:
-                policy.record(key)
+                policy.sketch.increment(key)
                 policy.update(key, weight)
             else:
                 self._move_to_end(key)
@@ -409,7 +409,7 @@ class LRUCache(MutableMapping[K, V]):
                 sizes[key] = size
                 self._nbytes += size
             if policy is not None:
-                policy.record(key)
+                policy.sketch.increment(key)
                 if self._capacity is None:
                     policy.sketch.ensure_capacity(len(data))
                 policy.add(key, weight)
