@@ -311,13 +311,17 @@ class _Evidence:
         return self._halves
 
 
-def _evidence(segment: list[tuple[float, float]], raw_fit: _Fit | None = None) -> _Evidence | None:
+def _evidence(
+    segment: list[tuple[float, float]],
+    raw_fit: _Fit | None = None,
+    limit: int = _MAX_FIT_POINTS,
+) -> _Evidence | None:
     """The floor of ``segment`` (its troughs if it is a sawtooth) and its fit."""
     troughs = _troughs(segment)
     if troughs is None:
-        floor, kind = _thin(segment, _MAX_FIT_POINTS), "raw"
+        floor, kind = _thin(segment, limit), "raw"
     else:
-        floor, kind = _thin(troughs, _MAX_FIT_POINTS), "troughs"
+        floor, kind = _thin(troughs, limit), "troughs"
     if len(floor) < _MIN_FLOOR_POINTS or not _covers(floor, segment):
         return None
     fit = raw_fit if raw_fit is not None and kind == "raw" else _theil_sen(floor)
@@ -466,7 +470,8 @@ class LeakDetector:
             if half is not None and _judge(half, self.growth_threshold)[0]:
                 is_leak, reason, ev = True, "sustained rise of the memory floor (recent half)", half
         if is_leak and len(context) >= needed:
-            before = _evidence(context)
+            # Only a coarse pace is needed from the context: fewer points, a quarter the pairs.
+            before = _evidence(context, limit=_MAX_FIT_POINTS // 2)
             if before is not None and ev.fit.slope < _PACE * before.fit.slope:
                 is_leak, reason = False, "growth decelerating: slower than in the window before"
         fit = ev.fit
