@@ -343,12 +343,17 @@ async def test_run_cleanup_sync_and_async_with_failures(
 ) -> None:
     ran: list[str] = []
 
-    def good_sync() -> None:
+    def good_sync() -> int:
         ran.append("sync")
+        return 1000  # bytes freed
 
-    async def good_async() -> None:
+    async def good_async() -> int:
         await anyio.lowlevel.checkpoint()
         ran.append("async")
+        return 24
+
+    def reports_nothing() -> None:
+        ran.append("silent")
 
     def bad_sync() -> None:
         raise RuntimeError("sync failure")
@@ -356,22 +361,27 @@ async def test_run_cleanup_sync_and_async_with_failures(
     async def bad_async() -> None:
         raise OSError("async failure")
 
-    for callback in (bad_sync, good_sync, bad_async, good_async):
+    for callback in (bad_sync, good_sync, bad_async, good_async, reports_nothing):
         ctl.register_cleanup_callback(callback)
     with caplog.at_level(logging.ERROR, logger="memwarden.gc"):
-        assert await ctl.run_cleanup() == 2
-    assert ran == ["sync", "async"]
+        assert await ctl.run_cleanup() == 1024  # the bytes the callbacks reported
+    assert ran == ["sync", "async", "silent"]
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "bad_sync" in messages and "bad_async" in messages
 
 
 async def test_slow_async_callback_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
     after: list[bool] = []
+
+    def reports_seven() -> int:
+        after.append(True)
+        return 7
+
     with GCController(cleanup_timeout=0) as controller:
         controller.register_cleanup_callback(anyio.sleep_forever)
-        controller.register_cleanup_callback(lambda: after.append(True))
+        controller.register_cleanup_callback(reports_seven)
         with caplog.at_level(logging.WARNING, logger="memwarden.gc"):
-            assert await controller.run_cleanup() == 1
+            assert await controller.run_cleanup() == 7
     assert after == [True]
     assert "timed out" in caplog.text
 
@@ -407,14 +417,16 @@ def test_register_and_unregister(ctl: GCController) -> None:
 async def test_emergency_runs_the_whole_sequence(ctl: GCController) -> None:
     ran: list[bool] = []
     ctl.register_cleanup_callback(lambda: ran.append(True))
+    ctl.register_cleanup_callback(lambda: 4096)
+    ctl.register_cleanup_callback(lambda: True)  # a bool is not a byte count
     async with ctl.paused():
         _make_cycles(50)
         stats = await ctl.emergency()
     assert ran == [True]
     assert stats.generation == 2 and stats.collected >= 100
-    assert stats.cleanups == 1
+    assert stats.cleanups == 3 and stats.cleanup_bytes == 4096
     assert isinstance(stats.trimmed, bool)
-    assert stats.to_dict()["cleanups"] == 1
+    assert stats.to_dict()["cleanups"] == 3
 
 
 # -- lifecycle monitoring -------------------------------------------------------------------

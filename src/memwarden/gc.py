@@ -21,7 +21,8 @@ needs around it:
   entered.
 - **Cleanup callbacks.** Sync or async callables run by
   :meth:`~GCController.run_cleanup`, which the budget's ``optimize()`` and the
-  Warden's CRITICAL path call; one failing callback is logged and skipped.
+  Warden's CRITICAL path call; a callback may return the bytes it freed. One
+  failing callback is logged and skipped.
 - **Pause statistics.** A ``gc.callbacks`` hook records how often each
   generation is collected and how long it stops the world. It is installed
   when the controller is created (``track_pauses=True``) and removed by
@@ -35,6 +36,7 @@ import contextlib
 import gc
 import inspect
 import logging
+import math
 import threading
 import time
 import weakref
@@ -92,7 +94,7 @@ class GCStats:
     """What one collection did; also readable as a dict (``stats["collected"]``).
 
     ``memory_before``/``memory_after`` are the process RSS in bytes (0 when
-    unknown). ``cleanups`` and ``trimmed`` are filled by
+    unknown). ``cleanups``, ``cleanup_bytes`` and ``trimmed`` are filled by
     :meth:`GCController.emergency` only.
     """
 
@@ -103,6 +105,7 @@ class GCStats:
     memory_before: int
     memory_after: int
     cleanups: int = 0
+    cleanup_bytes: int = 0
     trimmed: bool = False
 
     @property
@@ -433,6 +436,8 @@ class GCController:
     def register_cleanup_callback(self, callback: CleanupCallback) -> None:
         """Add a sync or async callable run by :meth:`run_cleanup` (in registration order).
 
+        It may return the number of bytes it freed (an ``int``); see :meth:`run_cleanup`.
+
         Raises ``TypeError`` if ``callback`` is not callable.
         """
         if not callable(callback):
@@ -450,22 +455,30 @@ class GCController:
         return True
 
     async def run_cleanup(self) -> int:
-        """Run every cleanup callback once; return how many completed without error.
+        """Run every cleanup callback once; return the bytes they report freeing.
 
-        A callback that raises (or, if async, outlives ``cleanup_timeout``) is
-        logged and skipped; the others still run. Cancellation of the caller
-        propagates (callbacks after it do not run).
+        A callback reports bytes by returning a non-negative ``int`` (or an
+        awaitable of one); anything else reports 0. This matches the budget's
+        own cleanup callbacks, so ``MemoryManager.optimize()`` can add the
+        figure to what it freed. A callback that raises (or, if async, outlives
+        ``cleanup_timeout``) is logged and skipped; the others still run.
+        Cancellation of the caller propagates (later callbacks do not run).
         """
+        _, reported = await self._run_callbacks()
+        return reported
+
+    async def _run_callbacks(self) -> tuple[int, int]:
+        """(callbacks that completed, bytes they reported)."""
         succeeded = 0
+        reported = 0
+        timeout = self._cleanup_timeout if self._cleanup_timeout is not None else math.inf
         for callback in list(self._callbacks):
             name = getattr(callback, "__qualname__", repr(callback))
             try:
                 result = callback()
                 if inspect.isawaitable(result):
-                    with anyio.move_on_after(
-                        self._cleanup_timeout if self._cleanup_timeout is not None else float("inf")
-                    ) as scope:
-                        await result
+                    with anyio.move_on_after(timeout) as scope:
+                        result = await result
                     if scope.cancelled_caught:
                         logger.warning(
                             "gc cleanup callback %s timed out after %ss",
@@ -477,19 +490,28 @@ class GCController:
                 logger.exception("gc cleanup callback %s failed", name)
                 continue
             succeeded += 1
-        return succeeded
+            if isinstance(result, int) and not isinstance(result, bool) and result > 0:
+                reported += result
+        return succeeded, reported
 
     async def emergency(self) -> GCStats:
         """The CRITICAL-pressure sequence: full collection, cleanup callbacks, ``malloc_trim``.
 
         Returns the collection's :class:`GCStats` with ``cleanups`` (callbacks
-        that succeeded), ``trimmed`` (memory returned to the OS by glibc) and
+        that completed), ``cleanup_bytes`` (bytes they reported freeing),
+        ``trimmed`` (whether glibc returned memory to the OS) and
         ``memory_after`` measured after all three steps.
         """
         stats = self.collect_with_stats(2)
-        cleanups = await self.run_cleanup()
+        cleanups, cleanup_bytes = await self._run_callbacks()
         trimmed = malloc_trim()
-        return replace(stats, cleanups=cleanups, trimmed=trimmed, memory_after=_rss())
+        return replace(
+            stats,
+            cleanups=cleanups,
+            cleanup_bytes=cleanup_bytes,
+            trimmed=trimmed,
+            memory_after=_rss(),
+        )
 
     # -- lifecycle monitoring ---------------------------------------------------------------
 
