@@ -421,3 +421,17 @@ async def test_failing_sizeof_reaches_async_waiters_instead_of_hanging() -> None
         with pytest.raises(TypeError, match="cannot weigh this"):
             await compute(1)
     assert compute.cache_info().currsize == 0
+
+
+def test_cache_parameters_like_functools() -> None:
+    @memoize(capacity=8, ttl=3.0, typed=True)
+    def f(x: int) -> int:
+        return x
+
+    assert f.cache_parameters() == {
+        "maxsize": 8,
+        "max_bytes": None,
+        "ttl": 3.0,
+        "policy": "lru",
+        "typed": True,
+    }

@@ -74,6 +74,10 @@ class MemoizedFunction(Protocol[P, R_co]):
         """Forget the result for these arguments; ``True`` if one was cached or in flight."""
         ...
 
+    def cache_parameters(self) -> dict[str, Any]:
+        """``maxsize``, ``max_bytes``, ``ttl``, ``policy`` and ``typed``, as functools offers."""
+        ...
+
 
 def make_key(args: tuple[Any, ...], kwargs: dict[str, Any], typed: bool) -> Hashable:
     """The cache key of a call: ``functools`` rules, keyword order ignored."""
@@ -240,10 +244,11 @@ def memoize(
 class _Controls:
     """Counters and cache controls shared by the sync and async wrappers."""
 
-    __slots__ = ("flights", "hits", "misses", "prefix", "shared", "store")
+    __slots__ = ("flights", "hits", "misses", "prefix", "shared", "store", "typed")
 
-    def __init__(self, store: LRUCache[Any, Any], shared: bool) -> None:
+    def __init__(self, store: LRUCache[Any, Any], shared: bool, typed: bool) -> None:
         self.store = store
+        self.typed = typed
         self.shared = shared
         self.prefix = object() if shared else None
         self.hits = 0
@@ -290,6 +295,14 @@ def _attach(
     wrapper.cache_info = controls.info
     wrapper.cache_clear = controls.clear
     wrapper.cache_invalidate = lambda *a, **kw: controls.invalidate(make(a, kw))
+    store = controls.store
+    wrapper.cache_parameters = lambda: {
+        "maxsize": store.capacity,
+        "max_bytes": store.max_bytes,
+        "ttl": store.ttl,
+        "policy": store.policy,
+        "typed": controls.typed,
+    }
 
 
 def _key_maker(
@@ -321,7 +334,7 @@ def _sync_wrapper(
     typed: bool,
     shared: bool,
 ) -> Callable[..., Any]:
-    controls = _Controls(store, shared)
+    controls = _Controls(store, shared, typed)
     prefix = controls.prefix
     cache_get = store.get
     cache_put = store.put
@@ -386,7 +399,7 @@ def _async_wrapper(
     typed: bool,
     shared: bool,
 ) -> Callable[..., Any]:
-    controls = _Controls(store, shared)
+    controls = _Controls(store, shared, typed)
     prefix = controls.prefix
     cache_get = store.get
     flights = controls.flights
