@@ -11,8 +11,9 @@ a peer measured on the same data in the same run:
   the robust estimator without bounds (O(n^2) pairs); on 10,000 samples it
   would take minutes, so that row uses 1,000.
 
-Histories are a 100 kB/s leak under 1 MB of noise, one sample per second, and
-a GC sawtooth (which takes the trough path). ``analyze`` reads only the last
+Histories are a 100 kB/s leak under 1 MB of noise, one sample per second, the
+same under a GC sawtooth (which takes the trough path), and a flat history (the
+common case in production: the verdict stops after the first fit). ``analyze`` reads only the last
 ``2 * window`` samples, so its cost does not grow with the history.
 Ours and the peer are measured alternately, batch by batch, and compared by
 their medians. Run: ``python -m benchmarks analysis`` (``--quick`` for a smoke run).
@@ -31,11 +32,13 @@ from memwarden.leaks import LeakDetector
 MB = 1_000_000
 
 
-def _history(n: int, *, sawtooth: bool = False, seed: int = 7) -> list[tuple[float, float]]:
+def _history(
+    n: int, *, sawtooth: bool = False, rate: float = 100_000.0, seed: int = 7
+) -> list[tuple[float, float]]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        y = 200 * MB + 100_000 * i + rng.gauss(0, MB)
+        y = 200 * MB + rate * i + rng.gauss(0, MB)
         if sawtooth:
             y += 50 * MB * ((i % 10) / 10)
         out.append((float(i), y))
@@ -76,18 +79,19 @@ def rows(quick: bool) -> list[Row]:
     number = 5 if quick else 40
     out: list[Row] = []
 
-    for n, sawtooth in ((100, False), (10_000, False), (10_000, True)):
-        history = _history(n, sawtooth=sawtooth)
+    cases = ((100, False, 1e5), (10_000, False, 1e5), (10_000, True, 1e5), (10_000, False, 0.0))
+    for n, sawtooth, rate in cases:
+        history = _history(n, sawtooth=sawtooth, rate=rate)
         t = np.array([p[0] for p in history])
         y = np.array([p[1] for p in history])
-        assert detector.analyze(history).is_leak
+        assert detector.analyze(history).is_leak is (rate > 0)
         ours, peer = _interleaved(
             lambda h=history: detector.analyze(h),
             lambda t=t, y=y: np.polyfit(t, y, 1),
             number=number,
             repeat=repeat,
         )
-        label = "sawtooth + leak" if sawtooth else "leak + noise"
+        label = "sawtooth + leak" if sawtooth else "leak + noise" if rate else "flat + noise"
         out.append(
             speed_row(
                 f"LeakDetector.analyze, {n:,} samples ({label})",
