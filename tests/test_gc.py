@@ -532,3 +532,23 @@ def test_doc_examples_run_as_written(doc: str, tmp_path: Path) -> None:
         script = tmp_path / f"example_{index}.py"
         script.write_text(code)
         runpy.run_path(str(script), run_name="__main__")
+
+
+async def test_budget_optimize_uses_the_controller() -> None:
+    from memwarden.budget import MemoryManager
+
+    ran: list[str] = []
+
+    def frees_a_megabyte() -> int:
+        ran.append("cleanup")
+        return 1 << 20
+
+    with GCController() as controller:
+        controller.register_cleanup_callback(frees_a_megabyte)
+        budget = MemoryManager(1 << 30, gc_controller=controller)
+        before = controller.pause_stats().count[2]
+        freed = await budget.optimize()
+        assert ran == ["cleanup"]
+        assert freed >= 1 << 20  # what the callback reported, plus any RSS drop
+        assert controller.pause_stats().count[2] >= before + 1  # a full collection ran
+        budget.close()
