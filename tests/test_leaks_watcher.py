@@ -270,3 +270,28 @@ async def test_acheck_timeout_leaves_watcher_consistent(clock: ManualClock) -> N
     clock.advance(1.0)
     watcher.check()
     assert len(watcher.history("proc")) in (1, 2)
+
+
+def test_per_series_detector_for_counts(clock: ManualClock) -> None:
+    watcher = LeakWatcher(clock=clock)
+    size = Growing(0.5)  # a pool that grows by half an object per second
+    size.value = 10.0
+    watcher.add_series("pool:db", size, kind="pool", detector=LeakDetector(growth_threshold=0.01))
+    watcher.add_series("pool:same-with-bytes-threshold", Growing(0.5), kind="pool")
+    events = run_checks(watcher, clock, 60)
+    assert [e.series for e in events] == ["pool:db"]
+    with pytest.raises(TypeError, match="detector"):
+        watcher.add_series("x", size, detector=0.01)  # type: ignore[arg-type]
+
+
+def test_sample_often_check_rarely(clock: ManualClock) -> None:
+    watcher = LeakWatcher(clock=clock)
+    watcher.add_series("proc", Growing(1 * MB))
+    for _ in range(59):
+        clock.advance(1.0)
+        assert watcher.sample() == 1
+    assert watcher.findings() == {}  # nothing judged yet
+    clock.advance(1.0)
+    events = watcher.check(sample=False)
+    assert [e.series for e in events] == ["proc"]
+    assert len(watcher.history("proc")) == 59

@@ -563,11 +563,20 @@ class LeakEvent:
 
 
 class _Series:
-    __slots__ = ("history", "kind", "leaking", "report", "source")
+    __slots__ = ("detector", "history", "kind", "leaking", "report", "source")
 
-    def __init__(self, kind: str, source: Callable[[], float] | None, maxlen: int) -> None:
+    def __init__(
+        self,
+        kind: str,
+        source: Callable[[], float] | None,
+        maxlen: int,
+        detector: LeakDetector | None = None,
+    ) -> None:
         self.kind = kind
         self.source = source
+        self.detector = detector
+        if detector is not None:
+            maxlen = max(maxlen, 2 * detector.window)
         self.history: deque[tuple[float, float]] = deque(maxlen=maxlen)
         self.report: LeakReport | None = None
         self.leaking = False
@@ -619,27 +628,42 @@ class LeakWatcher:
         self._pending: list[dict[str, object]] = []
         self._events: Broadcaster[LeakEvent] = Broadcaster()
 
-    def add_series(self, name: str, source: Callable[[], float], *, kind: str = "custom") -> None:
-        """Watch ``source()`` (bytes, or any size) under ``name``; sampled on each check.
+    def add_series(
+        self,
+        name: str,
+        source: Callable[[], float],
+        *,
+        kind: str = "custom",
+        detector: LeakDetector | None = None,
+    ) -> None:
+        """Watch ``source()`` under ``name``; sampled on each :meth:`check` or :meth:`sample`.
 
-        A pushed series of that name (say, one :meth:`restore` created) becomes
-        sampled and keeps its history. Raises ``ValueError`` if ``name`` is
-        already sampled or empty, ``TypeError`` for a non-callable ``source`` or
-        a non-str ``name``/``kind``.
+        ``detector`` judges this series instead of the watcher's: give a pool
+        size in objects, say, ``LeakDetector(growth_threshold=0.01)`` (objects
+        per second) rather than the bytes-per-second default. A pushed series
+        of that name (say, one :meth:`restore` created) becomes sampled and
+        keeps its history. Raises ``ValueError`` if ``name`` is already sampled
+        or empty, ``TypeError`` for a non-callable ``source``, a non-str
+        ``name``/``kind`` or a ``detector`` that is not a LeakDetector.
         """
         _check_name(name)
         if not callable(source):
             raise TypeError(f"source must be callable, got {source!r}")
         if not isinstance(kind, str):
             raise TypeError(f"kind must be a str, got {type(kind).__name__} {kind!r}")
+        if detector is not None and not isinstance(detector, LeakDetector):
+            raise TypeError(f"detector must be a LeakDetector, got {detector!r}")
         with self._lock:
             existing = self._series.get(name)
             if existing is not None and existing.source is not None:
                 raise ValueError(f"series {name!r} is already watched")
+            series = _Series(kind, source, self._maxlen, detector)
             if existing is not None:
-                existing.source, existing.kind = source, kind
-            else:
-                self._series[name] = _Series(kind, source, self._maxlen)
+                series.history.extend(existing.history)
+                series.report, series.leaking = existing.report, existing.leaking
+                if existing.history:
+                    self._dirty.add(name)
+            self._series[name] = series
 
     def remove_series(self, name: str) -> bool:
         """Stop watching ``name`` and forget its history; False if it was not watched."""
@@ -686,39 +710,52 @@ class LeakWatcher:
         with self._lock:
             return list(self._series[name].history)
 
-    def check(self, now: float | None = None) -> list[LeakEvent]:
-        """Sample every sampled series, judge every series with new samples, publish changes.
+    def sample(self, now: float | None = None) -> int:
+        """Sample every sampled series once, without judging; returns how many were sampled.
 
-        Returns the events published by this check. A source that raises or
-        returns a non-number is skipped this time (and logged); the others are
-        unaffected. Runs one check at a time; analysis happens outside the
-        state lock.
+        For sampling more often than judging: run ``sample()`` every few
+        seconds and ``check(sample=False)`` every minute. A source that raises
+        or returns a non-number is skipped (and logged); the others are
+        unaffected.
+        """
+        t = self._clock() if now is None else check_float("now", now)
+        with self._lock:
+            sources = [(n, s.source) for n, s in self._series.items() if s.source is not None]
+        taken = 0
+        for name, source in sources:
+            assert source is not None
+            try:
+                value = check_float("value", source())
+            except Exception:
+                _log.warning("leak watcher: source of series %r failed", name, exc_info=True)
+                continue
+            with self._lock:
+                series = self._series.get(name)
+                if series is not None and (not series.history or t >= series.history[-1][0]):
+                    self._append_locked(name, series, t, value)
+                    taken += 1
+        return taken
+
+    def check(self, now: float | None = None, *, sample: bool = True) -> list[LeakEvent]:
+        """Sample, judge every series with new samples, publish each change of verdict.
+
+        ``sample=False`` skips sampling (see :meth:`sample`). Returns the events
+        published by this check. Runs one check at a time; analysis happens
+        outside the state lock, so ``record`` never waits for it.
         """
         with self._check_lock:
-            t = self._clock() if now is None else check_float("now", now)
-            with self._lock:
-                sources = [(n, s.source) for n, s in self._series.items() if s.source is not None]
-            for name, source in sources:
-                assert source is not None
-                try:
-                    value = check_float("value", source())
-                except Exception:
-                    _log.warning("leak watcher: source of series %r failed", name, exc_info=True)
-                    continue
-                with self._lock:
-                    series = self._series.get(name)
-                    if series is not None and (not series.history or t >= series.history[-1][0]):
-                        self._append_locked(name, series, t, value)
+            if sample:
+                self.sample(now)
             with self._lock:
                 todo = [(n, self._series[n], list(self._series[n].history)) for n in self._dirty]
                 self._dirty.clear()
             events: list[LeakEvent] = []
             stamp = time.time()
             for name, series, points in todo:
-                report = self.detector.analyze(points)
+                report = (series.detector or self.detector).analyze(points)
                 with self._lock:
                     if self._series.get(name) is not series:
-                        continue  # removed while we were judging it
+                        continue  # removed (or replaced) while we were judging it
                     series.report = report
                     changed = report.is_leak != series.leaking
                     series.leaking = report.is_leak
@@ -728,13 +765,13 @@ class LeakWatcher:
                 self._events.publish(event)
             return events
 
-    async def acheck(self, now: float | None = None) -> list[LeakEvent]:
+    async def acheck(self, now: float | None = None, *, sample: bool = True) -> list[LeakEvent]:
         """:meth:`check` in a worker thread, so many series never stall the event loop.
 
         Not abandoned on cancellation: the check in progress completes, then
         the cancellation is raised.
         """
-        return await anyio.to_thread.run_sync(self.check, now)
+        return await anyio.to_thread.run_sync(lambda: self.check(now, sample=sample))
 
     def findings(self) -> dict[str, LeakReport]:
         """The latest report of every series judged so far (for the JSON report)."""
