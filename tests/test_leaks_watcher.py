@@ -91,7 +91,9 @@ def test_failing_source_does_not_affect_others(clock: ManualClock) -> None:
 def test_remove_series(clock: ManualClock) -> None:
     watcher = LeakWatcher(clock=clock)
     watcher.add_series("a", Growing(1 * MB))
+    assert watcher.has_series("a")
     assert watcher.remove_series("a") is True
+    assert not watcher.has_series("a")
     assert watcher.remove_series("a") is False
     assert run_checks(watcher, clock, 3) == []
     with pytest.raises(KeyError):

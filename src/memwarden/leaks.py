@@ -700,6 +700,10 @@ class LeakWatcher:
         if len(self._pending) > self._maxlen * max(1, len(self._series)):
             del self._pending[: len(self._pending) // 2]
 
+    def has_series(self, name: str) -> bool:
+        """Whether a series called ``name`` is watched (sampled or pushed)."""
+        return name in self._series
+
     def series(self) -> dict[str, str]:
         """Every watched series' name and kind."""
         with self._lock:
