@@ -754,3 +754,28 @@ def test_doc_examples_run_as_written(doc: str, tmp_path: Path) -> None:
         script = tmp_path / f"example_{index}.py"
         script.write_text(code)
         runpy.run_path(str(script), run_name="__main__")
+
+
+async def test_already_cancelled_calls_change_nothing(clock: ManualClock) -> None:
+    budget = budget_of(1000)
+    manager = make(clock, budget=budget)
+    sid = await manager.create_session(a=10)
+    clock.advance(60)  # idle long enough to be swept
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        for call in (
+            lambda: manager.create_session(b=1),
+            lambda: manager.update_session(sid, a=20),
+            lambda: manager.end_session(sid),
+            manager.cleanup_inactive_sessions,
+            manager.expire_idle,
+        ):
+            with pytest.raises(anyio.get_cancelled_exc_class()):
+                await call()
+        with pytest.raises(anyio.get_cancelled_exc_class()):
+            async with manager.acquire(sid):
+                pass
+    stats = manager.stats()
+    assert (stats.sessions, stats.created, stats.expired) == (1, 1, 0)
+    assert (stats.ended, stats.leased) == (0, 0)
+    assert budget.current_usage == 10
