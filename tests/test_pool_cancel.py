@@ -390,3 +390,32 @@ async def test_creation_finishing_after_close_is_closed(clock: ManualClock) -> N
         proceed.set()
     assert maker.closed == maker.made == [[0]]
     _assert_clean(pool)
+
+
+# -- fill ----------------------------------------------------------------------------------
+
+
+async def test_cancelled_fill_frees_every_reserved_slot() -> None:
+    maker = Maker()
+    started, proceed = anyio.Event(), anyio.Event()
+    pool = ObjectPool(_slow_factory(started, proceed, maker), min_size=3, max_size=3)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pool.fill)
+        await started.wait()
+        assert pool.stats().pending == 3
+        tg.cancel_scope.cancel()
+    _assert_clean(pool)
+    assert pool.stats().size == 0 and pool.stats().create_failures == 0
+    proceed.set()
+    assert await pool.fill() == 3
+
+
+async def test_timed_out_fill_frees_every_reserved_slot() -> None:
+    maker = Maker()
+    started, proceed = anyio.Event(), anyio.Event()
+    pool = ObjectPool(_slow_factory(started, proceed, maker), min_size=2, max_size=2)
+    with pytest.raises(TimeoutError):
+        with anyio.fail_after(0.01):
+            await pool.fill()
+    _assert_clean(pool)
+    assert pool.stats().size == 0
