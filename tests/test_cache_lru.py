@@ -348,3 +348,38 @@ def test_weak_value_cache_replacing_a_key_ignores_the_old_values_death() -> None
     assert cache.get("k") is second
     cache.clear()
     assert len(cache) == 0 and list(cache) == []
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("ttl", [None, 60.0])
+def test_shrink_with_hold_keeps_the_cache_small_until_released(
+    policy: str, ttl: float | None
+) -> None:
+    cache: LRUCache[int, int] = LRUCache(10, policy=policy, ttl=ttl)  # type: ignore[arg-type]
+    for i in range(10):
+        cache.put(i, i)
+    cache.shrink(0.5, hold=True)
+    assert len(cache) == 5 and cache.held and cache.stats().held
+    for i in range(100, 120):
+        cache.put(i, i)
+    assert len(cache) == 5  # cannot grow back while held
+    assert cache.release_hold() is True and not cache.held
+    assert cache.release_hold() is False
+    for i in range(200, 220):
+        cache.put(i, i)
+    assert len(cache) == 10
+
+
+def test_hold_on_a_weighed_cache_bounds_bytes_too() -> None:
+    cache: LRUCache[int, bytes] = LRUCache(max_bytes=1_000, sizeof=len)
+    for i in range(10):
+        cache.put(i, b"x" * 100)
+    cache.shrink(0.5, hold=True)
+    cache.put(0, b"x" * 100)  # replaces the hottest with the same weight: fits
+    cache.put(1, b"x" * 300)
+    assert cache.stats().nbytes <= 500
+    cache.shrink(1.0, hold=True)
+    cache.put(2, b"x")
+    assert len(cache) == 0  # held at zero: put succeeds, nothing is kept
+    with pytest.raises(TypeError, match="hold must be a bool"):
+        cache.shrink(0.5, hold="yes")  # type: ignore[arg-type]

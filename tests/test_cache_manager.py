@@ -252,3 +252,35 @@ async def test_cancelled_reaction_keeps_what_it_did_and_leaks_nothing(
     assert mgr.report()["last_pressure_level"] is None  # not recorded: the next event logs
     await mgr.react(high)
     assert len(second) == 2 and mgr.report()["last_pressure_level"] == "high"
+
+
+async def test_pressure_hold_stops_regrowth_until_pressure_falls(probe: StaticProbe) -> None:
+    mgr = CacheManager(shrink_fraction=0.5)
+    results = mgr.create_lru_cache("results", 100)
+    for i in range(100):
+        results.put(i, i)
+    await mgr.react(event_at(probe, 0.9))
+    assert len(results) == 50 and mgr.get_stats("results").held
+    for i in range(1000, 1100):
+        results.put(i, i)
+    assert len(results) == 50  # traffic cannot refill it while memory is short
+    await mgr.react(event_at(probe, 0.97, previous=PressureLevel.HIGH))
+    results.put("x", 1)
+    assert len(results) == 0  # held at zero at CRITICAL
+    await mgr.react(event_at(probe, 0.5, previous=PressureLevel.CRITICAL))
+    for i in range(200):
+        results.put(i, i)
+    assert len(results) == 100 and not mgr.get_stats("results").held
+
+
+async def test_hold_can_be_turned_off(probe: StaticProbe) -> None:
+    mgr = CacheManager(hold=False)
+    cache = mgr.create_lru_cache("c", 10)
+    for i in range(10):
+        cache.put(i, i)
+    await mgr.react(event_at(probe, 0.9))
+    for i in range(10):
+        cache.put(100 + i, i)
+    assert len(cache) == 10 and not cache.held
+    with pytest.raises(TypeError, match="hold must be a bool"):
+        CacheManager(hold=1)  # type: ignore[arg-type]

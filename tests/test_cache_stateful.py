@@ -35,6 +35,8 @@ class LRUModelMachine(RuleBasedStateMachine):
         self.values: dict[int, bytes] = {}
         self.hits = self.misses = self.evictions = 0
         self.peak_bytes = self.peak_size = 0
+        self.hold_entries: int | None = None
+        self.hold_bytes: int | None = None
 
     def _nbytes(self) -> int:
         return sum(len(v) for v in self.values.values())
@@ -58,8 +60,10 @@ class LRUModelMachine(RuleBasedStateMachine):
             self.order.remove(key)
         self.order.append(key)
         self.values[key] = value
-        while (self.capacity is not None and len(self.order) > self.capacity) or (
-            self.max_bytes is not None and self._nbytes() > self.max_bytes
+        entry_bounds = [b for b in (self.capacity, self.hold_entries) if b is not None]
+        byte_bounds = [b for b in (self.max_bytes, self.hold_bytes) if b is not None]
+        while (entry_bounds and len(self.order) > min(entry_bounds)) or (
+            byte_bounds and self._nbytes() > min(byte_bounds)
         ):
             self._evict_front()
         self.peak_bytes = max(self.peak_bytes, self._nbytes())
@@ -84,14 +88,22 @@ class LRUModelMachine(RuleBasedStateMachine):
         if key in self.order:
             self.order.remove(key)
 
-    @rule(fraction=st.sampled_from([0.0, 0.25, 0.5, 1.0]))
-    def shrink(self, fraction: float) -> None:
+    @rule(fraction=st.sampled_from([0.0, 0.25, 0.5, 1.0]), hold=st.booleans())
+    def shrink(self, fraction: float, hold: bool) -> None:
         before = self._nbytes()
-        freed = self.cache.shrink(fraction)
+        freed = self.cache.shrink(fraction, hold=hold)
         target = 0 if fraction >= 1 else math.floor(before * (1 - fraction))
         while self.order and fraction > 0 and self._nbytes() > target:
             self._evict_front()
         assert freed == before - self._nbytes()
+        if hold:
+            self.hold_entries = len(self.order)
+            self.hold_bytes = self._nbytes()
+
+    @rule()
+    def release_hold(self) -> None:
+        assert self.cache.release_hold() is (self.hold_entries is not None)
+        self.hold_entries = self.hold_bytes = None
 
     @rule()
     def clear(self) -> None:
@@ -114,6 +126,8 @@ class LRUModelMachine(RuleBasedStateMachine):
             assert stats.size <= self.capacity
         if self.max_bytes is not None:
             assert stats.nbytes <= self.max_bytes
+        if self.hold_entries is not None:
+            assert stats.held and stats.size <= self.hold_entries
         assert stats.nbytes_peak == self.peak_bytes
         assert stats.size_peak == self.peak_size
         total = self.hits + self.misses

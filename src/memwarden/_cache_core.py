@@ -66,6 +66,7 @@ class CacheStats:
     ``nbytes`` is exact when the cache weighs values on insert (``max_bytes`` or
     ``sizeof`` given); otherwise it is measured when the snapshot is taken
     (estimated from a sample above 2,000 entries, with ``nbytes_exact=False``).
+    ``held`` says a pressure hold keeps the cache below its bounds.
     Supports ``stats["hits"]`` for seed compatibility.
     """
 
@@ -82,6 +83,7 @@ class CacheStats:
     capacity: int | None = None
     max_bytes: int | None = None
     nbytes_exact: bool = True
+    held: bool = False
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-able dict of every field."""
@@ -121,6 +123,7 @@ class LRUCache(MutableMapping[K, V]):
     __slots__ = (
         "__weakref__",
         "_bound",
+        "_byte_bound",
         "_capacity",
         "_clock",
         "_data",
@@ -129,6 +132,8 @@ class LRUCache(MutableMapping[K, V]):
         "_evictions",
         "_expirations",
         "_hits",
+        "_hold_bytes",
+        "_hold_entries",
         "_lock",
         "_max_bytes",
         "_misses",
@@ -197,7 +202,11 @@ class LRUCache(MutableMapping[K, V]):
         # Anything but a count-bounded (or unbounded) plain LRU takes the slower,
         # general path; the plain one stays a few dictionary operations long.
         self._special = weigh or self._policy is not None or self._deadlines is not None
-        self._bound = capacity if capacity is not None else _UNBOUNDED
+        self._hold_entries: int | None = None
+        self._hold_bytes: int | None = None
+        self._bound = _UNBOUNDED
+        self._byte_bound: int | None = None
+        self._update_bounds()
         self._hits = 0
         self._misses = 0
         self._evictions = 0
@@ -419,12 +428,18 @@ class LRUCache(MutableMapping[K, V]):
         if len(data) > self._size_peak:
             self._size_peak = len(data)
 
+    def _update_bounds(self) -> None:
+        # The effective bounds: the configured ones, lowered by a pressure hold.
+        entries = [b for b in (self._capacity, self._hold_entries) if b is not None]
+        self._bound = min(entries) if entries else _UNBOUNDED
+        nbytes = [b for b in (self._max_bytes, self._hold_bytes) if b is not None]
+        self._byte_bound = min(nbytes) if nbytes else None
+
     def _over_bound(self) -> bool:
-        capacity = self._capacity
-        if capacity is not None and len(self._data) > capacity:
+        if len(self._data) > self._bound:
             return True
-        max_bytes = self._max_bytes
-        return max_bytes is not None and self._nbytes > max_bytes
+        byte_bound = self._byte_bound
+        return byte_bound is not None and self._nbytes > byte_bound
 
     def _enforce_locked(self) -> None:
         policy = self._policy
@@ -536,15 +551,19 @@ class LRUCache(MutableMapping[K, V]):
             return self._policy.coldest()  # type: ignore[return-value]
         return iter(list(self._data))
 
-    def shrink(self, fraction: float) -> int:
+    def shrink(self, fraction: float, *, hold: bool = False) -> int:
         """Evict the coldest entries until ``fraction`` of the cache is gone; return bytes freed.
 
         For a cache that weighs values, ``fraction`` is of its bytes; otherwise
         of its entries (the evicted values are weighed to report the bytes).
-        Expired entries go first. Raises ``ValueError``/``TypeError`` for a
-        fraction outside ``[0, 1]``.
+        Expired entries go first. With ``hold=True`` the cache may not grow
+        past its new size (entries and bytes) until :meth:`release_hold`; the
+        CacheManager holds caches while memory pressure is HIGH or CRITICAL.
+        Raises ``ValueError``/``TypeError`` for a fraction outside ``[0, 1]``.
         """
         fraction = check_fraction("fraction", fraction)
+        if not isinstance(hold, bool):
+            raise TypeError(f"hold must be a bool, got {type(hold).__name__} {hold!r}")
         evicted: list[V] = []
         freed = 0
         with self._lock:
@@ -570,9 +589,26 @@ class LRUCache(MutableMapping[K, V]):
                     self._evictions += len(evicted)
             if self._policy is not None:
                 self._policy.settle()
+            if hold:
+                self._hold_entries = len(self._data)
+                self._hold_bytes = self._nbytes if self._sizes is not None else None
+                self._update_bounds()
         if evicted:
             freed += sum(self._sizeof(v) for v in evicted)
         return freed
+
+    def release_hold(self) -> bool:
+        """Let the cache grow to its configured bounds again; ``True`` if it was held."""
+        with self._lock:
+            held = self._hold_entries is not None
+            self._hold_entries = self._hold_bytes = None
+            self._update_bounds()
+            return held
+
+    @property
+    def held(self) -> bool:
+        """Whether a pressure hold keeps the cache below its configured bounds."""
+        return self._hold_entries is not None
 
     def stats(self) -> CacheStats:
         """A :class:`CacheStats` snapshot; expired entries are swept first."""
@@ -590,6 +626,7 @@ class LRUCache(MutableMapping[K, V]):
             nbytes = self._nbytes
             evictions, expirations = self._evictions, self._expirations
             nbytes_peak, size_peak = self._nbytes_peak, self._size_peak
+            held = self._hold_entries is not None
         exact = True
         if sample is not None:
             # Weighing user values can be slow; it runs outside the lock.
@@ -615,6 +652,7 @@ class LRUCache(MutableMapping[K, V]):
             capacity=self._capacity,
             max_bytes=self._max_bytes,
             nbytes_exact=exact,
+            held=held,
         )
 
     def reset_stats(self) -> None:

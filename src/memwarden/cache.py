@@ -71,8 +71,10 @@ class CacheManager:
     Every cache lives in its own namespace: the same key in two caches never
     collides. ``react(event)`` is the pressure hook: at HIGH each cache (weak
     caches excepted) evicts ``shrink_fraction`` of its contents, coldest first;
-    at CRITICAL each is cleared. Each reaction is counted per cache (``reactions``
-    in its stats) and logged once per level change.
+    at CRITICAL each is cleared. With ``hold=True`` (the default) they stay at
+    that size until pressure falls below HIGH, instead of refilling at once.
+    Each reaction is counted per cache (``reactions`` in its stats) and logged
+    once per level change.
 
     Raises ``CacheError`` naming an unknown cache or kind, or a duplicate name;
     ``TypeError``/``ValueError`` for bad arguments. Thread-safe; ``react`` runs
@@ -85,8 +87,12 @@ class CacheManager:
         shrink_fraction: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
         log: logging.Logger | None = None,
+        hold: bool = True,
     ) -> None:
         self._shrink_fraction = check_fraction("shrink_fraction", shrink_fraction)
+        if not isinstance(hold, bool):
+            raise TypeError(f"hold must be a bool, got {type(hold).__name__} {hold!r}")
+        self._hold = hold
         if not callable(clock):
             raise TypeError(f"clock must be callable, got {type(clock).__name__} {clock!r}")
         self._clock = clock
@@ -290,6 +296,8 @@ class CacheManager:
     async def react(self, event: PressureEvent) -> None:
         """Respond to a pressure event: HIGH shrinks every cache, CRITICAL clears them.
 
+        With ``hold`` (the default) a shrunk cache may not grow back past its
+        new size until an event below HIGH arrives, which lifts every hold.
         Weak caches are left alone (they hold no memory of their own). Each
         cache's reaction is counted in its stats; a line is logged when the
         level changes. Yields to the event loop between caches; if cancelled
@@ -300,10 +308,19 @@ class CacheManager:
         level = event.level
         changed = level != self._last_level
         if level < PressureLevel.HIGH:
+            released = 0
+            for name in self.names():
+                with self._lock:
+                    cache = self._caches.get(name)
+                if isinstance(cache, LRUCache) and cache.release_hold():
+                    released += 1
             self._last_level = level
             if changed:
-                self._log.info("caches: memory pressure %s, caches grow freely", level.label)
+                self._log.info(
+                    "caches: memory pressure %s, %d caches may grow again", level.label, released
+                )
             return
+        hold = self._hold
         freed = 0
         entries = 0
         touched = 0
@@ -314,15 +331,14 @@ class CacheManager:
                 continue
             if level >= PressureLevel.CRITICAL:
                 entries += len(cache)
-                if cache.weighs:
-                    freed += cache.shrink(1.0)
-                else:
+                if not cache.weighs:
                     # Weighing every value now would cost CPU exactly when the
                     # process can least afford it: drop them unweighed.
                     cache.clear()
+                freed += cache.shrink(1.0, hold=hold)
             else:
                 size = len(cache)
-                freed += cache.shrink(self._shrink_fraction)
+                freed += cache.shrink(self._shrink_fraction, hold=hold)
                 entries += size - len(cache)
             with self._lock:
                 if name in self._reactions:
@@ -339,6 +355,8 @@ class CacheManager:
                 if level >= PressureLevel.CRITICAL
                 else f"shrank by {self._shrink_fraction:.0%}"
             )
+            if hold:
+                action += " and held"
             self._log.warning(
                 "caches: memory pressure %s, %s %d caches: %d entries, %d bytes freed",
                 level.label,
