@@ -383,3 +383,12 @@ def test_hold_on_a_weighed_cache_bounds_bytes_too() -> None:
     assert len(cache) == 0  # held at zero: put succeeds, nothing is kept
     with pytest.raises(TypeError, match="hold must be a bool"):
         cache.shrink(0.5, hold="yes")  # type: ignore[arg-type]
+
+
+def test_repr_and_thread_safe_flag() -> None:
+    safe: LRUCache[int, int] = LRUCache(3)
+    fast: LRUCache[int, int] = LRUCache(3, thread_safe=False)
+    assert safe.thread_safe and not fast.thread_safe
+    assert repr(fast).startswith("LRUCache(size=0, capacity=3")
+    assert "thread_safe=False" in repr(fast)
+    assert repr(TTLCache(1.0)).startswith("TTLCache(")

@@ -696,10 +696,17 @@ class LRUCache(MutableMapping[K, V]):
         """A view of a snapshot of the values (no hits are counted)."""
         return self.snapshot().values()
 
+    @property
+    def thread_safe(self) -> bool:
+        """Whether every operation takes the cache's lock (``thread_safe=False`` drops it)."""
+        return not isinstance(self, _SingleThreadLRUCache)
+
     def __repr__(self) -> str:
+        name = "LRUCache" if isinstance(self, _SingleThreadLRUCache) else type(self).__name__
         return (
-            f"{type(self).__name__}(size={len(self)}, capacity={self._capacity}, "
-            f"max_bytes={self._max_bytes}, ttl={self._ttl}, policy={self._policy_name!r})"
+            f"{name}(size={len(self)}, capacity={self._capacity}, "
+            f"max_bytes={self._max_bytes}, ttl={self._ttl}, policy={self._policy_name!r}, "
+            f"thread_safe={self.thread_safe})"
         )
 
 
