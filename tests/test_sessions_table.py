@@ -1,0 +1,119 @@
+"""The synchronous session table on its own: a state machine against a plain model."""
+
+from __future__ import annotations
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from memwarden._session_table import _Entry, _SessionTable
+
+
+class TableMachine(RuleBasedStateMachine):
+    """Adds, touches, resizes, leases, removals and sweeps; totals and LRU order must hold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = _SessionTable()
+        self.now = 0.0
+        self.counter = 0
+        self.sizes: dict[str, int] = {}
+        self.leases: dict[str, int] = {}
+        self.expired = 0
+        self.ended = 0
+        self.peak_bytes = 0
+
+    def _pick(self, data: st.DataObject) -> _Entry:
+        sid = data.draw(st.sampled_from(sorted(self.sizes)))
+        entry = self.table.get(sid)
+        assert entry is not None
+        return entry
+
+    @rule(nbytes=st.integers(0, 1000))
+    def add(self, nbytes: int) -> None:
+        self.counter += 1
+        sid = f"s{self.counter}"
+        self.table.add(_Entry(sid, {}, nbytes, self.now))
+        self.sizes[sid] = nbytes
+        self.leases[sid] = 0
+        self.peak_bytes = max(self.peak_bytes, sum(self.sizes.values()))
+
+    @rule(seconds=st.sampled_from([0.0, 1.0, 5.0, 30.0]))
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    @precondition(lambda self: self.sizes)
+    @rule(data=st.data())
+    def touch(self, data: st.DataObject) -> None:
+        self.table.touch(self._pick(data), self.now)
+
+    @precondition(lambda self: self.sizes)
+    @rule(data=st.data(), nbytes=st.integers(0, 1000))
+    def resize(self, data: st.DataObject, nbytes: int) -> None:
+        entry = self._pick(data)
+        self.table.resize(entry, {"n": nbytes}, nbytes)
+        self.sizes[entry.session_id] = nbytes
+        self.peak_bytes = max(self.peak_bytes, sum(self.sizes.values()))
+
+    @precondition(lambda self: self.sizes)
+    @rule(data=st.data())
+    def lease(self, data: st.DataObject) -> None:
+        entry = self._pick(data)
+        self.table.lease(entry)
+        self.leases[entry.session_id] += 1
+
+    @precondition(lambda self: any(self.leases.values()))
+    @rule(data=st.data())
+    def unlease(self, data: st.DataObject) -> None:
+        sid = data.draw(st.sampled_from(sorted(s for s, n in self.leases.items() if n)))
+        entry = self.table.get(sid)
+        assert entry is not None
+        self.table.unlease(entry)
+        self.leases[sid] -= 1
+
+    @precondition(lambda self: self.sizes)
+    @rule(data=st.data())
+    def end(self, data: st.DataObject) -> None:
+        entry = self._pick(data)
+        self.table.remove(entry, expired=False)
+        assert entry.ended
+        del self.sizes[entry.session_id]
+        del self.leases[entry.session_id]
+        self.ended += 1
+
+    @rule(min_idle=st.sampled_from([0.0, 1.0, 10.0]), max_count=st.none() | st.integers(0, 3))
+    def sweep(self, min_idle: float, max_count: int | None) -> None:
+        found = self.table.idle_entries(self.now, min_idle, max_count)
+        if max_count is not None:
+            assert len(found) <= max_count
+        eligible = [e for e in self.table if not e.pinned and self.now - e.last_access >= min_idle]
+        # Least recently used first, and exactly the oldest eligible ones.
+        assert [e.session_id for e in found] == [e.session_id for e in eligible][: len(found)]
+        if max_count is None:
+            assert len(found) == len(eligible)
+        for entry in found:
+            assert self.leases[entry.session_id] == 0, "a leased session was offered for expiry"
+            self.table.remove(entry, expired=True)
+            del self.sizes[entry.session_id]
+            del self.leases[entry.session_id]
+            self.expired += 1
+
+    @invariant()
+    def totals(self) -> None:
+        table = self.table
+        assert len(table) == len(self.sizes)
+        assert table.total_bytes == sum(self.sizes.values())
+        assert table.leased == sum(1 for n in self.leases.values() if n)
+        assert table.expired == self.expired and table.ended == self.ended
+        assert table.created == self.counter
+        assert table.peak_bytes == self.peak_bytes
+        assert table.peak_sessions >= len(table)
+
+    @invariant()
+    def lru_order(self) -> None:
+        times = [entry.last_access for entry in self.table]
+        assert times == sorted(times)
+
+
+TestTableMachine = TableMachine.TestCase
+TestTableMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
