@@ -297,3 +297,12 @@ def test_sample_often_check_rarely(clock: ManualClock) -> None:
     events = watcher.check(sample=False)
     assert [e.series for e in events] == ["proc"]
     assert len(watcher.history("proc")) == 59
+
+
+def test_clock_going_back_restarts_a_sampled_history() -> None:
+    watcher = LeakWatcher()
+    watcher.restore([{"series": "proc", "t": 5000.0 + i, "value": 1.0} for i in range(10)])
+    watcher.add_series("proc", lambda: 2.0)
+    # A history restored from another time base must not stall new samples.
+    assert watcher.sample(now=10.0) == 1
+    assert watcher.history("proc") == [(10.0, 2.0)]

@@ -735,9 +735,16 @@ class LeakWatcher:
                 continue
             with self._lock:
                 series = self._series.get(name)
-                if series is not None and (not series.history or t >= series.history[-1][0]):
-                    self._append_locked(name, series, t, value)
-                    taken += 1
+                if series is None:
+                    continue
+                if series.history and t < series.history[-1][0]:
+                    # The clock went back (a restored history from another time base,
+                    # a reboot under a monotonic clock): the old samples cannot be
+                    # compared with new ones, and refusing new ones would stall the series.
+                    _log.warning("leak watcher: clock went back for %r; history restarted", name)
+                    series.history.clear()
+                self._append_locked(name, series, t, value)
+                taken += 1
         return taken
 
     def check(self, now: float | None = None, *, sample: bool = True) -> list[LeakEvent]:
