@@ -306,3 +306,21 @@ def test_clock_going_back_restarts_a_sampled_history() -> None:
     # A history restored from another time base must not stall new samples.
     assert watcher.sample(now=10.0) == 1
     assert watcher.history("proc") == [(10.0, 2.0)]
+
+
+def test_acheck_and_subscription_on_trio() -> None:
+    clock = ManualClock(0.0)
+    watcher = LeakWatcher(clock=clock)
+    watcher.add_series("proc", Growing(1 * MB))
+
+    async def main() -> list[LeakEvent]:
+        received = []
+        async with watcher.subscribe() as events:
+            for _ in range(60):
+                clock.advance(1.0)
+                await watcher.acheck()
+            received.append(await events.receive())
+        return received
+
+    received = anyio.run(main, backend="trio")
+    assert [(e.series, e.is_leak) for e in received] == [("proc", True)]
