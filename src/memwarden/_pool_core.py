@@ -85,7 +85,6 @@ class WaiterLike(Protocol[T]):
     entry: Entry[T] | None
     create: bool
     error: BaseException | None
-    queued_at: float
 
     def wake(self) -> None: ...
 

@@ -108,17 +108,13 @@ class _FutureWaiter(asyncio.Future[None], Generic[T]):
     ``anyio.Event`` on asyncio wraps an ``asyncio.Event`` that wraps futures;
     a contended pool parks once per acquire, and profiles showed those layers.
     Cancellation (anyio cancel scopes included) cancels the awaited future just
-    as it would inside ``asyncio.Event.wait``.
+    as it would inside ``asyncio.Event.wait``. No ``__init__``: the grant
+    fields default at class level, so making one runs no Python code.
     """
 
-    __slots__ = ("create", "entry", "error", "queued_at")
-
-    def __init__(self, queued_at: float) -> None:
-        super().__init__(loop=asyncio.get_running_loop())
-        self.queued_at = queued_at
-        self.entry: Entry[T] | None = None
-        self.create = False
-        self.error: BaseException | None = None
+    entry: Entry[T] | None = None
+    create: bool = False
+    error: BaseException | None = None
 
     def wake(self) -> None:
         if not self.done():  # a cancelled waiter's future is already done
@@ -130,8 +126,8 @@ class _EventWaiter(Waiter[T]):
 
     __slots__ = ()
 
-    def __init__(self, queued_at: float) -> None:
-        super().__init__(anyio.Event(), queued_at)
+    def __init__(self) -> None:
+        super().__init__(anyio.Event(), 0.0)
 
     def __await__(self) -> Generator[Any, None, None]:
         return cast(anyio.Event, self.event).wait().__await__()
@@ -329,7 +325,7 @@ class ObjectPool(Generic[T]):
         self._track_leaks = leak_threshold is not None
         self._filled = min_size == 0
         self._closing: anyio.Event | None = None
-        self._waiter_factory: Callable[[float], _Parked[T]] | None = None
+        self._waiter_factory: Callable[[], _Parked[T]] | None = None
         # Fast paths skip the general machinery when no per-object check applies.
         simple_acquire = validate is None and max_lifetime is None and not self._track_leaks
         self._simple_take = self._core.take_idle_nowait if simple_acquire else None
@@ -444,7 +440,7 @@ class ObjectPool(Generic[T]):
         waiter: _Parked[T] | None = None
         if kind == PARK:
             # Queue before any await, so a release meanwhile finds this waiter.
-            waiter = self._new_waiter(now)
+            waiter = (self._waiter_factory or self._waiter_kind())()
             core.park(waiter)
         while True:
             if expired:
@@ -459,8 +455,8 @@ class ObjectPool(Generic[T]):
                     if leftover is not None:
                         await self._close_objects([leftover.obj])
                     raise
-                now = self._clock()
-                core.record_wait(now - waiter.queued_at)
+                queued_at, now = now, self._clock()
+                core.record_wait(now - queued_at)
                 if waiter.error is not None:
                     raise waiter.error
                 entry = waiter.entry
@@ -493,16 +489,14 @@ class ObjectPool(Generic[T]):
             entry.stack = stack
             return obj
 
-    def _new_waiter(self, now: float) -> _Parked[T]:
-        factory = self._waiter_factory
-        if factory is None:
-            # Decided once: a pool lives on one event loop.
-            if sniffio.current_async_library() == "asyncio":
-                factory = _FutureWaiter
-            else:
-                factory = _EventWaiter
-            self._waiter_factory = factory
-        return factory(now)
+    def _waiter_kind(self) -> Callable[[], _Parked[T]]:
+        # Decided once: a pool lives on one event loop.
+        if sniffio.current_async_library() == "asyncio":
+            factory: Callable[[], _Parked[T]] = _FutureWaiter
+        else:
+            factory = _EventWaiter
+        self._waiter_factory = factory
+        return factory
 
     async def _create(self) -> T:
         """Run the gate and the factory for a reserved slot; frees the slot on failure."""
