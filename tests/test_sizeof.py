@@ -203,6 +203,22 @@ class _BrokenSizeof:
         raise RuntimeError("no size for you")
 
 
+class _MeasuresItself:
+    """Like a pandas object: a Python __sizeof__ that already includes the contents."""
+
+    def __init__(self) -> None:
+        self.payload = "p" * 5000
+
+    def __sizeof__(self) -> int:
+        return object.__sizeof__(self) + len(self.payload)
+
+
+def test_python_level_sizeof_is_trusted_not_double_counted() -> None:
+    obj = _MeasuresItself()
+    assert deep_sizeof(obj) == gs(obj)
+    assert gs(obj) > 5000
+
+
 def test_broken_sizeof_does_not_break_the_walk() -> None:
     payload = "b" * 100
     result = deep_sizeof([_BrokenSizeof(), payload])

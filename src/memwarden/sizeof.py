@@ -10,7 +10,10 @@ What is counted, and why:
   ``collections.deque`` and their subclasses) count themselves plus their items
   (dict keys and values).
 - Other objects count ``sys.getsizeof`` plus what their ``__dict__`` and
-  ``__slots__`` reference.
+  ``__slots__`` reference. An object whose class defines ``__sizeof__`` in
+  Python (pandas objects do, through ``memory_usage(deep=True)``) is taken at
+  its word: it counts ``sys.getsizeof`` only, so its contents are not counted
+  twice.
 - Objects exposing an integer ``nbytes`` (NumPy arrays, tensors, ``memoryview``)
   count their data buffer. A NumPy array that owns its data already reports it
   through ``sys.getsizeof``; one that does not (a *view*) counts its header plus
@@ -84,15 +87,16 @@ _SKIP_INSTANCE: tuple[type, ...] = (
 _ATOMIC: frozenset[type] = frozenset({int, float, complex, str, bytes, bytearray, range})
 
 
-_slot_cache: dict[type, tuple[str, ...]] = {}
+_type_cache: dict[type, tuple[tuple[str, ...], bool]] = {}
 
 
-def _slot_names(cls: type) -> tuple[str, ...]:
-    cached = _slot_cache.get(cls)
+def _type_info(cls: type) -> tuple[tuple[str, ...], bool]:
+    """(slot attribute names, whether the class measures itself with a Python __sizeof__)."""
+    cached = _type_cache.get(cls)
     if cached is not None:
         return cached
-    if len(_slot_cache) >= 4096:  # bounded: classes made on the fly must not pile up
-        _slot_cache.clear()
+    if len(_type_cache) >= 4096:  # bounded: classes made on the fly must not pile up
+        _type_cache.clear()
     names: list[str] = []
     for klass in cls.__mro__:
         slots = klass.__dict__.get("__slots__", ())
@@ -104,7 +108,10 @@ def _slot_names(cls: type) -> tuple[str, ...]:
             if name.startswith("__") and not name.endswith("__"):
                 name = f"_{klass.__name__.lstrip('_')}{name}"  # private-name mangling
             names.append(name)
-    result = _slot_cache[cls] = tuple(names)
+    # Builtins implement __sizeof__ in C and count only themselves; a class that
+    # overrides it in Python (pandas objects do) claims to count its contents too.
+    trusted = isinstance(getattr(cls, "__sizeof__", None), types.FunctionType)
+    result = _type_cache[cls] = (tuple(names), trusted)
     return result
 
 
@@ -112,10 +119,14 @@ def _inspect(obj: Any) -> tuple[int, list[Any]]:
     """Size and referents of an object that is not an exact builtin container."""
     if isinstance(obj, _SKIP_INSTANCE):
         return 0, []
+    slot_names, trusted = _type_info(type(obj))
     try:
         size = _getsizeof(obj)
     except Exception:  # a broken __sizeof__ must not break accounting of the rest
         size = object.__sizeof__(obj)
+        trusted = False
+    if trusted:
+        return size, []
     children: list[Any] = []
     if isinstance(obj, dict):
         children.extend(obj.keys())
@@ -149,7 +160,7 @@ def _inspect(obj: Any) -> tuple[int, list[Any]]:
         attrs = None
     if type(attrs) is dict:
         children.append(attrs)
-    for name in _slot_names(type(obj)):
+    for name in slot_names:
         with contextlib.suppress(AttributeError):  # an unset slot holds nothing
             children.append(object.__getattribute__(obj, name))
     return size, children
