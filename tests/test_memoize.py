@@ -170,6 +170,11 @@ def test_unhashable_argument_is_a_clear_type_error() -> None:
 # -- async ---------------------------------------------------------------------
 
 
+def in_flight(fn: Any) -> int:
+    """How many shared computations the memoized ``fn`` has queued."""
+    return len(fn.cache_info.__self__.flights)
+
+
 class Gate:
     """A computation the test releases by hand, counting how often it ran."""
 
@@ -255,6 +260,7 @@ async def _cancel_one_waiter_others_get_result() -> None:
     assert results == [10, 10, 10]
     assert gate.runs == 1 and gate.cancelled == 0
     assert fn.cache_info().currsize == 1
+    assert in_flight(fn) == 0
 
 
 async def _run_in_scope(scope: anyio.CancelScope, fn: Any) -> None:
@@ -281,6 +287,7 @@ async def _last_waiter_cancelled() -> None:
     await wait_all_tasks_blocked()
     assert gate.cancelled == 1
     assert fn.cache_info().currsize == 0
+    assert in_flight(fn) == 0
     assert not fn.cache._data  # type: ignore[attr-defined]
     gate.release.set()
     assert await fn(2) == 20
@@ -306,6 +313,7 @@ async def test_cancel_all_waiters_leaves_no_flight_queued() -> None:
     await wait_all_tasks_blocked()
     assert gate.runs == 1 and gate.cancelled == 1
     assert fn.cache_info().currsize == 0
+    assert in_flight(fn) == 0
     # No abandoned flight is left to join: the next call computes afresh.
     gate.release.set()
     assert await fn(3) == 30
@@ -331,6 +339,7 @@ async def test_exception_reaches_every_waiter_and_is_not_cached() -> None:
         gate.release.set()
     assert len(errors) == 10 and all(str(e) == "boom" for e in errors)
     assert fn.cache_info().currsize == 0
+    assert in_flight(fn) == 0
     gate.fail = None
     assert await fn(4) == 40
     assert gate.runs == 2
