@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import anyio
 
 from ._grants import LIVE as _LIVE
+from ._grants import QUEUED as _QUEUED
 from ._grants import HistoryRow, Ledger, Request
 from ._native import malloc_trim
 from ._validate import check_int, check_timeout
@@ -140,41 +141,22 @@ class _GCController(Protocol):
     async def run_cleanup(self) -> int: ...
 
 
-class _Event(Protocol):
-    def set(self) -> None: ...
-
-    def is_set(self) -> bool: ...
-
-    async def wait(self) -> Any: ...
-
-
 class _Loop:
     """The event loop a task runs on, with a thread-safe way to call into it."""
 
     __slots__ = ("native", "soon", "thread", "trio")
 
-    def __init__(self) -> None:
-        library = _sniffio.current_async_library() if _sniffio is not None else "asyncio"
+    def __init__(self, native: Any, trio: bool) -> None:
+        self.native = native
+        self.trio = trio
         self.thread = _get_ident()
-        if library == "trio":
-            import trio
+        self.soon: Callable[..., object] = (
+            native.run_sync_soon if trio else native.call_soon_threadsafe
+        )
 
-            token = trio.lowlevel.current_trio_token()
-            self.trio = True
-            self.native: object = token
-            self.soon: Callable[..., object] = token.run_sync_soon
-        else:
-            loop = asyncio.get_running_loop()
-            self.trio = False
-            self.native = loop
-            self.soon = loop.call_soon_threadsafe
-
-    def new_event(self) -> _Event:
-        if self.trio:
-            import trio
-
-            return trio.Event()
-        return asyncio.Event()
+    def park(self) -> _AsyncioPark | _TrioPark:
+        """A fresh one-shot wake-up for a task of this loop."""
+        return _TrioPark(self) if self.trio else _AsyncioPark(self)
 
     def spawn(self, awaitable: Awaitable[object]) -> None:
         """Run ``awaitable`` as a background task of this loop (from any thread)."""
@@ -186,10 +168,35 @@ class _Loop:
             self.soon(_start_asyncio_task, self.native, awaitable)
 
 
+# One cached _Loop per thread: parking happens on every contended acquire, and
+# detecting the library and building the handle each time would dominate it.
+_threads = threading.local()
+
+
+def _running_loop() -> _Loop:
+    """The calling task's loop; ``RuntimeError`` when no event loop runs here."""
+    trio = False
+    if _sniffio is not None and (
+        _sniffio.thread_local.name is not None
+        or _sniffio.current_async_library_cvar.get() is not None
+    ):
+        trio = _sniffio.current_async_library() == "trio"
+    if trio:
+        import trio as trio_module
+
+        native: Any = trio_module.lowlevel.current_trio_token()
+    else:
+        native = asyncio.get_running_loop()
+    cached: _Loop | None = getattr(_threads, "loop", None)
+    if cached is None or cached.native is not native:
+        cached = _threads.loop = _Loop(native, trio)
+    return cached
+
+
 def _current_loop() -> _Loop | None:
     try:
-        return _Loop()
-    except Exception:  # no running loop in this thread (sync caller)
+        return _running_loop()
+    except RuntimeError:  # no running loop in this thread (a sync caller)
         return None
 
 
@@ -209,20 +216,49 @@ async def _guarded(awaitable: Awaitable[object]) -> None:
         _log.exception("on_evict callback failed")
 
 
-class _Park:
-    """A parked waiter's event plus the way to set it from any thread."""
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # it may have been cancelled meanwhile
+        future.set_result(None)
+
+
+class _AsyncioPark:
+    """A parked asyncio task: a bare future, set from any thread without blocking."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: _Loop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.native.create_future()
+
+    def wait(self) -> Awaitable[None]:
+        return self.future
+
+    def wake(self) -> None:
+        if _get_ident() == self.loop.thread:
+            _resolve(self.future)
+        else:
+            with contextlib.suppress(RuntimeError):  # that loop has finished: none to wake
+                self.loop.soon(_resolve, self.future)
+
+
+class _TrioPark:
+    """A parked trio task: a trio.Event, set from any thread without blocking."""
 
     __slots__ = ("event", "loop")
 
     def __init__(self, loop: _Loop) -> None:
+        import trio
+
         self.loop = loop
-        self.event = loop.new_event()
+        self.event = trio.Event()
+
+    def wait(self) -> Awaitable[None]:
+        return self.event.wait()
 
     def wake(self) -> None:
         if _get_ident() == self.loop.thread:
             self.event.set()
         else:
-            # Hop to the waiter's loop; never block the releasing thread.
             with contextlib.suppress(RuntimeError):  # that loop has finished: none to wake
                 self.loop.soon(self.event.set)
 
@@ -291,10 +327,10 @@ class Allocation(Request):
     async def __aenter__(self) -> Allocation:
         # A LIVE allocation (from acquire) is simply held for the block; a
         # PENDING one (from reserve) is acquired here.
-        if self._state == _LIVE:
-            return self
-        if self._on_evict is not None:
-            self._loop = _current_loop()
+        if self._state:
+            if self._state == _LIVE:
+                return self
+            raise RuntimeError(f"{self!r} was already used; a reservation is entered once")
         if not self._owner.try_grant(self):
             await _wait(self)
         return self
@@ -315,30 +351,31 @@ async def _wait(allocation: Allocation) -> None:
     if limit is not None and limit <= 0:
         ledger.count_timeout()
         raise _timeout_error(allocation._nbytes, limit)
-    loop = getattr(allocation, "_loop", None) or _Loop()
-    park = _Park(loop)
+    park = _running_loop().park()
     if ledger.enqueue(allocation, park.wake):
         return
     try:
         if limit is None or math.isinf(limit):
-            await park.event.wait()
+            await park.wait()
         else:
             sleep = cast("MemoryManager", ledger.owner)._sleep
             if sleep is anyio.sleep:
                 with anyio.move_on_after(limit):
-                    await park.event.wait()
+                    await park.wait()
             else:
-                await _wait_with_sleep(park.event, limit, sleep)
+                await _wait_with_sleep(park, limit, sleep)
     except BaseException:
         # Cancelled: leave the queue, or hand back a grant that raced us.
         ledger.cancel(allocation)
         raise
-    if not ledger.settle(allocation):
+    # Only a grant moves a request out of QUEUED behind our back, so reading
+    # the state without the lock is safe; settle() decides the timeout race.
+    if allocation._state == _QUEUED and not ledger.settle(allocation):
         raise _timeout_error(allocation._nbytes, limit)
 
 
 async def _wait_with_sleep(
-    event: _Event, limit: float, sleep: Callable[[float], Awaitable[object]]
+    park: _AsyncioPark | _TrioPark, limit: float, sleep: Callable[[float], Awaitable[object]]
 ) -> None:
     # An injected sleep (a manual clock in tests) drives the timeout.
     async with anyio.create_task_group() as group:
@@ -348,7 +385,7 @@ async def _wait_with_sleep(
             group.cancel_scope.cancel()
 
         group.start_soon(expire)
-        await event.wait()
+        await park.wait()
         group.cancel_scope.cancel()
 
 
@@ -496,7 +533,10 @@ class MemoryManager:
         nbytes, priority, timeout = _check_request(
             ledger._capacity, nbytes, key, priority, timeout, evictable, on_evict
         )
-        return Allocation(ledger, key, nbytes, priority, evictable, on_evict, timeout)
+        allocation = Allocation(ledger, key, nbytes, priority, evictable, on_evict, timeout)
+        if on_evict is not None:
+            allocation._loop = _current_loop()  # None outside a loop: found at eviction
+        return allocation
 
     # ------------------------------------------------------------ releasing
 
