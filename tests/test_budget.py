@@ -23,9 +23,9 @@ from memwarden.errors import (
     MemoryAllocationError,
     MemoryOptimizationError,
 )
-from memwarden.pressure import PressureEvent, PressureLevel
+from memwarden.pressure import PressureEvent, PressureLevel, PressureMonitor
 from memwarden.probes import MemorySample
-from memwarden.testing import ManualClock
+from memwarden.testing import ManualClock, StaticProbe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -805,6 +805,8 @@ async def test_close_detaches_from_the_monitor() -> None:
     monitor = FakeMonitor()
     manager = MemoryManager(1000, monitor=monitor)
     assert len(monitor.listeners) == 1
+    monitor.publish(PressureLevel.HIGH, available=10)
+    assert manager.try_acquire(500) is None
     manager.close()
     manager.close()
     assert monitor.listeners == []
@@ -815,11 +817,51 @@ async def test_close_detaches_from_the_monitor() -> None:
 # ---------------------------------------------------------------------- docs
 
 
-def test_guide_examples_run_as_written(tmp_path: Path) -> None:
-    guide = ROOT / "docs" / "guides" / "budgets.md"
-    blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), re.S)
+@pytest.mark.parametrize("doc", ["guides/budgets.md", "_seedmap/budget.md"])
+def test_doc_examples_run_as_written(doc: str, tmp_path: Path) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / doc).read_text(), re.S)
     assert blocks
     for index, code in enumerate(blocks):
-        script = tmp_path / f"budgets_{index}.py"
+        script = tmp_path / f"example_{index}.py"
         script.write_text(code)
         runpy.run_path(str(script), run_name="__main__")
+
+
+# ------------------------------------------- with the real PressureMonitor
+
+
+async def test_real_monitor_high_then_low_releases_waiters(clock: ManualClock) -> None:
+    probe = StaticProbe(used=0, limit=1000)
+    monitor = PressureMonitor(probe, clock=clock)
+    manager = MemoryManager(10_000, monitor=monitor)
+    probe.set(used=900)  # 90%: HIGH, 100 bytes left on the machine
+    monitor.sample_now()
+    assert monitor.level == PressureLevel.HIGH
+    assert manager.try_acquire(60) is not None
+    assert manager.try_acquire(60) is None  # 40 bytes of headroom remain
+    recorder = _Recorder(manager)
+    async with anyio.create_task_group() as group:
+        group.start_soon(recorder.take, "big", 500)
+        await _waiting(manager, 1)
+        probe.set(used=300)
+        monitor.sample_now()  # back to LOW: the waiter proceeds
+        assert monitor.level == PressureLevel.LOW
+    assert recorder.order == ["big"]
+    assert manager.current_usage == 560
+
+
+async def test_real_monitor_critical_evicts_and_close_detaches(clock: ManualClock) -> None:
+    probe = StaticProbe(used=0, limit=1000)
+    monitor = PressureMonitor(probe, clock=clock)
+    manager = MemoryManager(10_000, monitor=monitor)
+    cache = await manager.acquire(100, priority=Priority.LOW, evictable=True)
+    assert monitor.stats().listeners == 1
+    probe.set_fraction(0.97)
+    monitor.sample_now()
+    assert monitor.level == PressureLevel.CRITICAL
+    assert cache.released and manager.current_usage == 0
+    assert manager.try_acquire(100) is None  # 30 bytes of headroom
+    manager.close()
+    assert monitor.stats().listeners == 0
+    assert manager.get_stats().headroom is None  # no longer follows the monitor
+    assert manager.try_acquire(100) is not None

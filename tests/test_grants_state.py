@@ -227,12 +227,13 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(nbytes=SIZES, priority=PRIORITIES, evictable=st.booleans(), key=KEYS)
     def try_grant(self, nbytes: int, priority: int, evictable: bool, key: str | None) -> None:
         request = self._new(nbytes, priority, evictable, key)
-        if nbytes > self.model.capacity:
-            with pytest.raises(MemoryAllocationError):
-                self.ledger.try_grant(request)
-            return
         if key is not None and key in self.model.keys:
             with pytest.raises(ValueError):
+                self.ledger.try_grant(request)
+            assert request._state == PENDING
+            return
+        if nbytes > self.model.capacity:
+            with pytest.raises(MemoryAllocationError):
                 self.ledger.try_grant(request)
             assert request._state == PENDING
             return

@@ -589,10 +589,15 @@ class MemoryManager:
         self._ledger.set_pressure(int(event.level), event.sample.available)
 
     def close(self) -> None:
-        """Detach from the pressure monitor (idempotent); the budget keeps working without it."""
+        """Detach from the pressure monitor (idempotent); the budget keeps working without it.
+
+        The last pressure level stops applying: headroom limits are lifted
+        and waiters they held back are served.
+        """
         detach, self._detach = self._detach, None
         if detach is not None:
             detach()
+            self._ledger.set_pressure(0, None)
         self._monitor = None
 
     # ---------------------------------------------------- seed 000 surface
