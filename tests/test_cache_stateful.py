@@ -24,12 +24,20 @@ class LRUModelMachine(RuleBasedStateMachine):
         capacity=st.one_of(st.none(), st.integers(min_value=1, max_value=8)),
         max_bytes=st.one_of(st.none(), st.integers(min_value=1, max_value=150)),
         thread_safe=st.booleans(),
+        weigh=st.booleans(),
     )
-    def setup(self, capacity: int | None, max_bytes: int | None, thread_safe: bool) -> None:
+    def setup(
+        self, capacity: int | None, max_bytes: int | None, thread_safe: bool, weigh: bool
+    ) -> None:
         self.capacity = capacity
         self.max_bytes = max_bytes
+        # Without max_bytes or sizeof the cache takes the plain (unweighed) paths.
+        self.weigh = weigh or max_bytes is not None
         self.cache: LRUCache[int, bytes] = LRUCache(
-            capacity, max_bytes=max_bytes, sizeof=len, thread_safe=thread_safe
+            capacity,
+            max_bytes=max_bytes,
+            sizeof=len if self.weigh else None,
+            thread_safe=thread_safe,
         )
         self.order: list[int] = []  # oldest first
         self.values: dict[int, bytes] = {}
@@ -92,13 +100,18 @@ class LRUModelMachine(RuleBasedStateMachine):
     def shrink(self, fraction: float, hold: bool) -> None:
         before = self._nbytes()
         freed = self.cache.shrink(fraction, hold=hold)
-        target = 0 if fraction >= 1 else math.floor(before * (1 - fraction))
-        while self.order and fraction > 0 and self._nbytes() > target:
-            self._evict_front()
-        assert freed == before - self._nbytes()
+        if self.weigh:
+            target = 0 if fraction >= 1 else math.floor(before * (1 - fraction))
+            while self.order and fraction > 0 and self._nbytes() > target:
+                self._evict_front()
+            assert freed == before - self._nbytes()
+        else:
+            for _ in range(math.ceil(len(self.order) * fraction)):
+                self._evict_front()
+            assert freed >= before - self._nbytes()  # deep sizes include object headers
         if hold:
             self.hold_entries = len(self.order)
-            self.hold_bytes = self._nbytes()
+            self.hold_bytes = self._nbytes() if self.weigh else None
 
     @rule()
     def release_hold(self) -> None:
@@ -116,7 +129,9 @@ class LRUModelMachine(RuleBasedStateMachine):
         assert list(self.cache) == self.order
         stats = self.cache.stats()
         assert stats.size == len(self.order)
-        assert stats.nbytes == self._nbytes()
+        if self.weigh:
+            assert stats.nbytes == self._nbytes()
+            assert stats.nbytes_peak == self.peak_bytes
         assert (stats.hits, stats.misses, stats.evictions) == (
             self.hits,
             self.misses,
@@ -128,7 +143,6 @@ class LRUModelMachine(RuleBasedStateMachine):
             assert stats.nbytes <= self.max_bytes
         if self.hold_entries is not None:
             assert stats.held and stats.size <= self.hold_entries
-        assert stats.nbytes_peak == self.peak_bytes
         assert stats.size_peak == self.peak_size
         total = self.hits + self.misses
         assert stats.hit_rate == (self.hits / total if total else 0.0)
@@ -311,8 +325,10 @@ class WeakModelMachine(RuleBasedStateMachine):
 
 # Fewer, shorter runs than the default keep this file a few seconds long on 2 cores.
 _FAST = settings(max_examples=50, stateful_step_count=30)
-for _machine in (LRUModelMachine, TTLModelMachine, TinyLFUMachine, WeakModelMachine):
+for _machine in (TTLModelMachine, TinyLFUMachine, WeakModelMachine):
     _machine.TestCase.settings = _FAST
+# The LRU machine covers four code paths (locked or not, weighed or not): more runs.
+LRUModelMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=30)
 
 TestLRUModel = LRUModelMachine.TestCase
 TestTTLModel = TTLModelMachine.TestCase

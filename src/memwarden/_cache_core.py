@@ -366,18 +366,19 @@ class LRUCache(MutableMapping[K, V]):
         lock = self._lock
         lock.acquire()
         try:
+            size = len(data)
             try:
-                present = key in data
+                data[key] = value
             except TypeError:
                 raise _unhashable(key) from None
-            data[key] = value
-            if present:
+            # One hash lookup fewer than a "key in data" test: an insert grows the dict.
+            if len(data) == size:
                 self._move_to_end(key)
-            elif len(data) > self._bound:
+            elif size >= self._bound:
                 data.popitem(last=False)
                 self._evictions += 1
-            elif len(data) > self._size_peak:
-                self._size_peak = len(data)
+            elif size >= self._size_peak:
+                self._size_peak = size + 1
         finally:
             lock.release()
 
@@ -745,18 +746,18 @@ class _SingleThreadLRUCache(LRUCache[K, V]):
             self._put_special(key, value)
             return
         data = self._data
+        size = len(data)
         try:
-            present = key in data
+            data[key] = value
         except TypeError:
             raise _unhashable(key) from None
-        data[key] = value
-        if present:
+        if len(data) == size:
             self._move_to_end(key)
-        elif len(data) > self._bound:
+        elif size >= self._bound:
             data.popitem(last=False)
             self._evictions += 1
-        elif len(data) > self._size_peak:
-            self._size_peak = len(data)
+        elif size >= self._size_peak:
+            self._size_peak = size + 1
 
 
 class TTLCache(LRUCache[K, V]):
