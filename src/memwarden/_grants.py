@@ -289,9 +289,8 @@ class Ledger:
             if key is not None and key in self._keys:
                 raise _duplicate(key)
             headroom = self._headroom
-            if nbytes and (
-                self._order or headroom is not None or self._used + nbytes > self._capacity
-            ):
+            used = self._used + nbytes
+            if nbytes and (self._order or headroom is not None or used > self._capacity):
                 # Not the uncontended case: decide slowly, with every check.
                 if nbytes > self._capacity:
                     raise _too_large(nbytes, self._capacity)
@@ -300,13 +299,14 @@ class Ledger:
                     return False
                 if headroom is not None and nbytes > headroom:
                     return False
-                if self._used + nbytes > self._capacity:
+                if used > self._capacity:
                     evicted = self._evict_for(nbytes, request._priority)
                     if evicted is None:
                         return False
+                    used = self._used + nbytes
             # The grant, inlined: this is the uncontended fast path.
             request._state = LIVE
-            used = self._used = self._used + nbytes
+            self._used = used
             if used > self._peak:
                 self._peak = used
             self._count += 1

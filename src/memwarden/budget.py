@@ -327,12 +327,14 @@ class Allocation(Request):
     async def __aenter__(self) -> Allocation:
         # A LIVE allocation (from acquire) is simply held for the block; a
         # PENDING one (from reserve) is acquired here.
-        if self._state:
+        try:
+            if self._owner.try_grant(self):
+                return self
+        except RuntimeError:  # not PENDING: already acquired, or used up
             if self._state == _LIVE:
                 return self
-            raise RuntimeError(f"{self!r} was already used; a reservation is entered once")
-        if not self._owner.try_grant(self):
-            await _wait(self)
+            raise
+        await _wait(self)
         return self
 
     async def __aexit__(
