@@ -484,6 +484,22 @@ async def test_zero_timeout_fails_at_once_without_queueing() -> None:
     assert manager.get_stats().waiters_peak == 0
 
 
+async def test_zero_timeout_grants_what_fits_ahead_of_lower_priority_waiters() -> None:
+    manager = MemoryManager(100)
+    half = await manager.acquire(50)
+    async with anyio.create_task_group() as group:
+        group.start_soon(functools.partial(manager.acquire, 80, priority=Priority.LOW))
+        await _waiting(manager, 1)
+        async with manager.reserve(30, priority=Priority.HIGH, timeout=0) as allocation:
+            assert allocation.nbytes == 30 and manager.current_usage == 80
+        urgent = await manager.acquire(30, priority=Priority.HIGH, timeout=0)
+        urgent.release()
+        with pytest.raises(AllocationTimeoutError):
+            await manager.acquire(30, priority=Priority.LOW, timeout=0)  # no barging
+        half.release()
+    assert manager.get_stats().timeouts == 1
+
+
 async def test_grant_that_beats_the_timeout_is_kept(clock: ManualClock) -> None:
     manager = MemoryManager(100, clock=clock, sleep=clock.sleep)
     blocker = await manager.acquire(100)

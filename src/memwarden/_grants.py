@@ -648,7 +648,10 @@ class Ledger:
             headroom = self._headroom
             if headroom is not None and nbytes > headroom:
                 break
-            if self._used + nbytes > self._capacity:
+            need = self._used + nbytes - self._capacity
+            if need > 0:
+                if self._evictable_bytes < need:
+                    break  # the usual case, decided without a call
                 victims = self._evict_for(nbytes, priority)
                 if victims is None:
                     break

@@ -175,12 +175,12 @@ _threads = threading.local()
 
 def _running_loop() -> _Loop:
     """The calling task's loop; ``RuntimeError`` when no event loop runs here."""
-    trio = False
-    if _sniffio is not None and (
-        _sniffio.thread_local.name is not None
-        or _sniffio.current_async_library_cvar.get() is not None
-    ):
-        trio = _sniffio.current_async_library() == "trio"
+    # sniffio's own first two questions, without its fallback probing: trio
+    # (also in guest mode) announces itself there; anything else is asyncio.
+    name = None
+    if _sniffio is not None:
+        name = _sniffio.thread_local.name or _sniffio.current_async_library_cvar.get()
+    trio = name == "trio"
     if trio:
         import trio as trio_module
 
@@ -327,8 +327,14 @@ class Allocation(Request):
     async def __aenter__(self) -> Allocation:
         # A LIVE allocation (from acquire) is simply held for the block; a
         # PENDING one (from reserve) is acquired here.
+        ledger = self._owner
         try:
-            if self._owner.try_grant(self):
+            if ledger._order:
+                # Others are queued (a hint read without the lock): skip the
+                # fast attempt; _wait() grants or queues atomically.
+                await _wait(self)
+                return self
+            if ledger.try_grant(self):
                 return self
         except RuntimeError:  # not PENDING: already acquired, or used up
             if self._state == _LIVE:
@@ -351,6 +357,8 @@ async def _wait(allocation: Allocation) -> None:
     ledger = allocation._owner
     limit = allocation._timeout
     if limit is not None and limit <= 0:
+        if ledger.try_grant(allocation):
+            return
         ledger.count_timeout()
         raise _timeout_error(allocation._nbytes, limit)
     park = _running_loop().park()
