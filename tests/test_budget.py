@@ -79,6 +79,9 @@ def test_capacity_from_config_and_detected_limit(monkeypatch: pytest.MonkeyPatch
         ({"capacity": 10, "history": 2.0}, TypeError, "history"),
         ({"capacity": 10, "clock": 3}, TypeError, "clock"),
         ({"capacity": 10, "sleep": None}, TypeError, "sleep"),
+        ({"capacity": 10, "monitor": object()}, TypeError, "monitor"),
+        ({"capacity": 10, "gc_controller": object()}, TypeError, "gc_controller"),
+        ({"config": {"capacity": 10}}, TypeError, "config"),
     ],
 )
 def test_constructor_rejects_bad_input(

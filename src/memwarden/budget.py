@@ -423,6 +423,24 @@ class MemoryManager:
         config: WardenConfig | None = None,
         gc_controller: _GCController | None = None,
     ) -> None:
+        if config is not None:
+            from .config import WardenConfig
+
+            if not isinstance(config, WardenConfig):
+                raise TypeError(f"config must be a WardenConfig, got {type(config).__name__}")
+        if monitor is not None and not callable(getattr(monitor, "add_listener", None)):
+            raise TypeError(
+                f"monitor must be a PressureMonitor (it needs add_listener), got "
+                f"{type(monitor).__name__}"
+            )
+        if gc_controller is not None and not (
+            callable(getattr(gc_controller, "run_cleanup", None))
+            and callable(getattr(gc_controller, "collect_with_stats", None))
+        ):
+            raise TypeError(
+                "gc_controller must have run_cleanup() and collect_with_stats(), got "
+                f"{type(gc_controller).__name__}"
+            )
         if capacity is None:
             capacity = _default_capacity(config)
         else:
