@@ -720,6 +720,15 @@ async def test_optimize_uses_a_gc_controller() -> None:
     assert calls == ["cleanup", "collect2"]
 
 
+async def test_optimize_with_the_real_gc_controller() -> None:
+    from memwarden.gc import GCController
+
+    controller = GCController()
+    controller.register_cleanup_callback(lambda: 1234)
+    manager = MemoryManager(100, gc_controller=controller)
+    assert await manager.optimize() >= 1234
+
+
 async def test_optimize_needed_raises_when_not_enough_is_free() -> None:
     manager = MemoryManager(100)
     await manager.acquire(80)
