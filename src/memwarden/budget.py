@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
@@ -48,8 +48,8 @@ from .errors import AllocationTimeoutError, MemoryAllocationError, MemoryOptimiz
 
 if TYPE_CHECKING:
     from .config import WardenConfig
-    from .pressure import PressureEvent
-    from .probes import MemorySample
+    from .gc import GCController
+    from .pressure import PressureEvent, PressureMonitor
 
 try:
     import sniffio as _sniffio
@@ -119,26 +119,6 @@ class MemoryStats:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field."""
         return asdict(self)
-
-
-class _Monitor(Protocol):
-    """What the budget needs from a :class:`~memwarden.pressure.PressureMonitor`."""
-
-    @property
-    def level(self) -> Any: ...
-
-    @property
-    def last_sample(self) -> MemorySample | None: ...
-
-    def add_listener(self, callback: Callable[[PressureEvent], None]) -> Callable[[], None]: ...
-
-
-class _GCController(Protocol):
-    """What ``optimize()`` needs from a :class:`~memwarden.gc.GCController`."""
-
-    def collect_with_stats(self, generation: int = 2) -> object: ...
-
-    async def run_cleanup(self) -> int: ...
 
 
 class _Loop:
@@ -404,7 +384,12 @@ class MemoryManager:
 
     ``capacity`` is the number of bytes it may grant; ``None`` takes
     ``config.capacity`` or else ``detect_memory_limit() * max_memory_percent / 100``.
-    Raises ``TypeError``/``ValueError`` naming the argument for bad input.
+    ``monitor`` couples grants to memory pressure (anything with ``level``,
+    ``last_sample`` and ``add_listener`` works); ``history`` bounds the stats
+    history (0 disables it); ``clock`` and ``sleep`` drive the history and
+    timeouts (tests pass a ManualClock); ``gc_controller`` is used by
+    :meth:`optimize`. Raises ``TypeError``/``ValueError`` naming the argument
+    for bad input.
 
     Thread-safety: ``release``, ``try_acquire``, ``deallocate`` and the
     properties may be called from any thread; ``acquire``/``reserve`` from any
@@ -416,12 +401,12 @@ class MemoryManager:
         self,
         capacity: int | None = None,
         *,
-        monitor: _Monitor | None = None,
+        monitor: PressureMonitor | None = None,
         history: int = 1000,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
         config: WardenConfig | None = None,
-        gc_controller: _GCController | None = None,
+        gc_controller: GCController | None = None,
     ) -> None:
         if config is not None:
             from .config import WardenConfig
@@ -441,15 +426,15 @@ class MemoryManager:
                 "gc_controller must have run_cleanup() and collect_with_stats(), got "
                 f"{type(gc_controller).__name__}"
             )
-        if capacity is None:
-            capacity = _default_capacity(config)
-        else:
-            check_int("capacity", capacity, minimum=1)
         check_int("history", history)
         if not callable(clock):
             raise TypeError(f"clock must be callable, got {type(clock).__name__}")
         if not callable(sleep):
             raise TypeError(f"sleep must be callable, got {type(sleep).__name__}")
+        if capacity is None:
+            capacity = _default_capacity(config)
+        else:
+            check_int("capacity", capacity, minimum=1)
         self._ledger = Ledger(
             capacity, clock=clock, history=history, on_evicted=self._evicted, owner=self
         )
