@@ -544,6 +544,22 @@ async def test_reserve_releases_on_exit_and_on_error() -> None:
     assert manager.current_usage == 0
 
 
+async def test_uncontended_reserve_does_not_yield_to_other_tasks() -> None:
+    manager = MemoryManager(100)
+    ran: list[str] = []
+
+    async def other() -> None:
+        ran.append("other")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(other)
+        async with manager.reserve(10):
+            pass
+        allocation = await manager.acquire(10)
+        assert ran == []  # like asyncio.Semaphore: no checkpoint when it fits
+        allocation.release()
+
+
 async def test_reserve_is_entered_once() -> None:
     manager = MemoryManager(100)
     reservation = manager.reserve(10)
