@@ -178,7 +178,7 @@ class Ledger:
         self._on_evicted = on_evicted
         self._used = 0
         self._peak = 0
-        self._count = 0
+        self._dropped = 0  # released or evicted; live allocations = granted - dropped
         # Only keyed requests are indexed by key, and only evictable ones in
         # _evictable: anonymous plain grants need nothing beyond the counters.
         self._keys: dict[str, Request] = {}
@@ -199,7 +199,7 @@ class Ledger:
         self._history: deque[HistoryRow] = deque(maxlen=max(history, 1))
         self._history_enabled = history > 0
         self._next_history = -float("inf") if history > 0 else float("inf")
-        self._history_dirty = False
+        self._recorded_changes = 0  # granted + dropped when history last recorded
 
     # ----------------------------------------------------------------- reads
 
@@ -253,7 +253,7 @@ class Ledger:
     def history(self) -> list[HistoryRow]:
         """Recorded rows, oldest first; includes the latest state if it changed since."""
         with self._lock:
-            if self._history_dirty and self._history_enabled:
+            if self._history_enabled and self._granted + self._dropped != self._recorded_changes:
                 now = self._clock()
                 if now < self._next_history and self._history:
                     self._history.pop()  # same 10 ms window: keep its latest state
@@ -264,7 +264,7 @@ class Ledger:
         """Forget every recorded row."""
         with self._lock:
             self._history.clear()
-            self._history_dirty = False
+            self._recorded_changes = self._granted + self._dropped
             if self._history_enabled:
                 self._next_history = -float("inf")
 
@@ -309,7 +309,6 @@ class Ledger:
             self._used = used
             if used > self._peak:
                 self._peak = used
-            self._count += 1
             self._granted += 1
             if key is not None:
                 self._keys[key] = request
@@ -321,8 +320,6 @@ class Ledger:
             now = self._clock()
             if now >= self._next_history:
                 self._record(now)
-            else:
-                self._history_dirty = True
             if evicted is None:
                 return True
             # Eviction may free more than this request needed: serve the queue.
@@ -429,7 +426,7 @@ class Ledger:
             request._state = RELEASED
             nbytes = request._nbytes
             self._used -= nbytes
-            self._count -= 1
+            self._dropped += 1
             key = request._key
             if key is not None and self._keys.get(key) is request:
                 del self._keys[key]
@@ -439,8 +436,6 @@ class Ledger:
             now = self._clock()
             if now >= self._next_history:
                 self._record(now)
-            else:
-                self._history_dirty = True
             if not self._order:
                 return True
             granted, evicted = self._pump()
@@ -531,7 +526,6 @@ class Ledger:
         used = self._used = self._used + nbytes
         if used > self._peak:
             self._peak = used
-        self._count += 1
         self._granted += 1
         if request._key is not None:
             self._keys[request._key] = request
@@ -543,14 +537,12 @@ class Ledger:
         now = self._clock()
         if now >= self._next_history:
             self._record(now)
-        else:
-            self._history_dirty = True
 
     def _drop(self, request: Request) -> None:
         request._state = RELEASED
         nbytes = request._nbytes
         self._used -= nbytes
-        self._count -= 1
+        self._dropped += 1
         key = request._key
         if key is not None and self._keys.get(key) is request:
             del self._keys[key]
@@ -560,8 +552,6 @@ class Ledger:
         now = self._clock()
         if now >= self._next_history:
             self._record(now)
-        else:
-            self._history_dirty = True
 
     def _row(self) -> HistoryRow:
         return HistoryRow(
@@ -569,7 +559,7 @@ class Ledger:
             self._capacity,
             self._used,
             self._peak,
-            self._count,
+            self._granted - self._dropped,
             self._nwaiting,
             self._waiters_peak,
             self._granted,
@@ -586,7 +576,7 @@ class Ledger:
             return
         self._history.append(self._row())
         self._next_history = now + HISTORY_INTERVAL
-        self._history_dirty = False
+        self._recorded_changes = self._granted + self._dropped
 
     def _evict_for(self, nbytes: int, priority: int) -> list[Request] | None:
         """Evict the fewest lower-priority evictables (in eviction order) that make it fit.
