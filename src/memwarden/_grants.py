@@ -341,18 +341,27 @@ class Ledger:
             raise _too_large(nbytes, self._capacity)
         evicted: list[Request] | None = None
         granted: list[Request] = []
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if request._state:
                 raise _not_pending(request)
             if key is not None and key in self._keys:
                 raise _duplicate(key)
-            if self._fits_now(nbytes, priority):
+            order = self._order
+            headroom = self._headroom
+            # Zero bytes skip the queue; otherwise no barging past an equal or
+            # higher priority, and under pressure it must fit the headroom.
+            if not nbytes or (
+                not (order and order[0] >= priority) and (headroom is None or nbytes <= headroom)
+            ):
                 if self._used + nbytes > self._capacity:
                     evicted = self._evict_for(nbytes, priority)
                 if self._used + nbytes <= self._capacity:
                     self._grant(request)
-            if request._state == LIVE:
-                if evicted and self._order:
+            now_granted = request._state == LIVE
+            if now_granted:
+                if evicted and order:
                     # Eviction may free more than this request needed.
                     granted, more = self._pump()
                     evicted.extend(more)
@@ -366,12 +375,14 @@ class Ledger:
                 queue[request] = None
                 if key is not None:
                     self._keys[key] = request
-                self._nwaiting += 1
-                if self._nwaiting > self._waiters_peak:
-                    self._waiters_peak = self._nwaiting
+                waiting = self._nwaiting = self._nwaiting + 1
+                if waiting > self._waiters_peak:
+                    self._waiters_peak = waiting
+        finally:
+            lock.release()
         if evicted:
             self._after(granted, evicted)
-        return request._state == LIVE
+        return now_granted
 
     def cancel(self, request: Request) -> None:
         """Its task was cancelled: dequeue it, or hand back the grant that raced it.
@@ -511,14 +522,6 @@ class Ledger:
         return evicted
 
     # -------------------------------------------------------------- private
-
-    def _fits_now(self, nbytes: int, priority: int) -> bool:
-        if not nbytes:
-            return True
-        if self._order and self._order[0] >= priority:
-            return False
-        headroom = self._headroom
-        return headroom is None or nbytes <= headroom
 
     def _grant(self, request: Request) -> None:
         nbytes = request._nbytes
