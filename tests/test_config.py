@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -79,7 +80,7 @@ def test_empty_environment_gives_defaults() -> None:
         ("MEMORY_POOL_MAX_SIZE", "0"),
         ("MEMWARDEN_CAPACITY", "lots"),
         ("MEMWARDEN_GC_AGGRESSIVENESS", "extreme"),
-        ("MEMWARDEN_PORT", "70000"),
+        ("MEMWARDEN_LEAK_WINDOW", "0"),
         ("MEMWARDEN_MONITOR_INTERVAL", "inf"),
     ],
 )
@@ -114,9 +115,10 @@ def test_constructor_validates_fields(field: str, value: object) -> None:
         WardenConfig(**{field: value})  # type: ignore[arg-type]
 
 
-def test_replace_validates_and_to_dict_masks_token() -> None:
-    config = WardenConfig(api_token="secret")
-    assert config.to_dict()["api_token"] == "***"
-    assert config.replace(port=9000).port == 9000
-    with pytest.raises(ConfigError, match="port"):
-        config.replace(port=0)
+def test_replace_validates_and_to_dict_is_json() -> None:
+    config = WardenConfig(state_dir="/tmp/x")
+    assert json.loads(json.dumps(config.to_dict()))["state_dir"] == "/tmp/x"
+    assert config.replace(leak_window=50).leak_window == 50
+    with pytest.raises(ConfigError, match="leak_window"):
+        config.replace(leak_window=0)
+    assert config.leak_window == 100

@@ -92,14 +92,24 @@ class WardenConfig:
     """Seconds between pressure samples."""
     renotify_interval: float = 10.0
     """Seconds between repeated events while HIGH or CRITICAL."""
+    monitor_history: int = 100
+    """Samples the pressure monitor keeps in its history ring."""
+    monitor_use_psi: bool = True
+    """Wake the sampler early on kernel pressure notifications where available."""
     medium_threshold: float = 0.70
+    """Fraction of the limit at which pressure becomes MEDIUM."""
     high_threshold: float = 0.85
+    """Fraction of the limit at which pressure becomes HIGH."""
     critical_threshold: float = 0.95
+    """Fraction of the limit at which pressure becomes CRITICAL."""
     hysteresis: float = 0.02
+    """A level is left only below its threshold minus this."""
     session_cleanup_interval: float = 300.0
     """Seconds between inactive-session sweeps."""
     expire_sessions_on_critical: bool = True
     """At CRITICAL pressure, expire least-recently-used idle sessions."""
+    critical_session_min_idle: float = 60.0
+    """Sessions idle for less than this are spared at CRITICAL pressure."""
     pool_reap_interval: float = 30.0
     """Seconds between idle-object reaps of every pool."""
     critical_create_timeout: float = 5.0
@@ -109,15 +119,23 @@ class WardenConfig:
     cache_sweep_interval: float = 30.0
     """Seconds between expiry sweeps of TTL caches."""
     leak_check_interval: float = 60.0
-    """Seconds between leak checks."""
+    """Seconds between leak verdicts."""
+    leak_sample_interval: float = 10.0
+    """Seconds between samples of the watched series (memory, sessions, pools, caches)."""
+    leak_growth_threshold: float = 1000.0
+    """Bytes per second of sustained floor growth below which nothing is called a leak."""
+    leak_window: int = 100
+    """Samples the leak detector judges."""
+    leak_min_samples: int = 10
+    """Samples needed before any verdict."""
+    profiling_enabled: bool = False
+    """Trace allocations with tracemalloc while the Warden runs (costs CPU and memory)."""
     state_dir: str | None = None
     """Directory where history and leak findings persist (None: not persisted)."""
     state_max_bytes: int = 8 * 1024 * 1024
     """Size bound of each persisted history file before rotation."""
-    api_token: str | None = None
-    """Bearer token for the HTTP API (None: no auth on loopback)."""
-    host: str = "127.0.0.1"
-    port: int = 8765
+    state_keep: int = 2
+    """Rotated history files kept per kind."""
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -137,19 +155,28 @@ class WardenConfig:
             "max_session_memory_gb", "session_timeout_minutes", "memory_snapshot_interval",
             "monitor_interval", "renotify_interval", "session_cleanup_interval",
             "pool_reap_interval", "cache_sweep_interval", "leak_check_interval",
+            "leak_sample_interval", "leak_growth_threshold",
         ):  # fmt: skip
             if number(name) <= 0:
                 raise bad(name, "must be > 0")
-        if number("critical_create_timeout") < 0:
-            raise bad("critical_create_timeout", "must be >= 0")
+        for name in ("critical_create_timeout", "critical_session_min_idle"):
+            if number(name) < 0:
+                raise bad(name, "must be >= 0")
         if not 0 < number("cache_shrink_fraction") <= 1:
             raise bad("cache_shrink_fraction", "must be in (0, 1]")
-        for name in ("memory_pool_max_size", "state_max_bytes", "port"):
+        for name in ("memory_pool_max_size", "state_max_bytes", "monitor_history",
+                     "leak_window", "leak_min_samples"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(name, "must be an int >= 1")
-        if self.port > 65535:
-            raise bad("port", "must be <= 65535")
+        if (
+            isinstance(self.state_keep, bool)
+            or not isinstance(self.state_keep, int)
+            or (self.state_keep < 0)
+        ):
+            raise bad("state_keep", "must be an int >= 0")
+        if self.leak_min_samples > self.leak_window:
+            raise bad("leak_min_samples", f"must be <= leak_window ({self.leak_window})")
         if self.capacity is not None and (
             isinstance(self.capacity, bool) or not isinstance(self.capacity, int)
             or self.capacity < 1
@@ -157,7 +184,8 @@ class WardenConfig:
             raise bad("capacity", "must be None or an int >= 1")
         if self.gc_aggressiveness not in _GC_LEVELS:
             raise bad("gc_aggressiveness", f"must be one of {', '.join(_GC_LEVELS)}")
-        for name in ("aggressive_gc", "gc_optimization_enabled", "expire_sessions_on_critical"):
+        for name in ("aggressive_gc", "gc_optimization_enabled", "expire_sessions_on_critical",
+                     "monitor_use_psi", "profiling_enabled"):  # fmt: skip
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be a bool")
         for name in ("medium_threshold", "high_threshold", "critical_threshold", "hysteresis"):
@@ -197,11 +225,8 @@ class WardenConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict of every field (the API token is masked)."""
-        data = dataclasses.asdict(self)
-        if data["api_token"] is not None:
-            data["api_token"] = "***"
-        return data
+        """A JSON-able dict of every field."""
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WardenConfig:
