@@ -68,3 +68,12 @@ def check_fraction(name: str, value: Any, *, inclusive_zero: bool = True) -> flo
     if not inclusive_zero and result == 0.0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return result
+
+
+def check_name(argument: str, value: Any) -> str:
+    """Return ``value`` if it is a non-blank ``str``; the message names ``argument``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{argument} must be a str, got {type(value).__name__} {value!r}")
+    if not value.strip():
+        raise ValueError(f"{argument} must not be empty, got {value!r}")
+    return value

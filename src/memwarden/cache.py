@@ -26,7 +26,7 @@ import anyio
 
 from ._cache_core import CacheStats, LRUCache, TTLCache, WeakValueCache
 from ._memoize import CacheInfo, MemoizedFunction, memoize
-from ._validate import check_float, check_fraction
+from ._validate import check_float, check_fraction, check_name
 from .errors import CacheError
 from .pressure import PressureEvent, PressureLevel
 
@@ -55,14 +55,6 @@ def _kind_of(cache: AnyCache) -> Kind:
     if isinstance(cache, WeakValueCache):
         return "weak"
     return "timed" if cache.ttl is not None else "lru"
-
-
-def _check_name(name: object) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {type(name).__name__} {name!r}")
-    if not name:
-        raise ValueError("name must not be empty, got ''")
-    return name
 
 
 class CacheManager:
@@ -115,7 +107,7 @@ class CacheManager:
 
         Raises ``CacheError`` if the name is taken, ``TypeError`` for a non-cache.
         """
-        _check_name(name)
+        check_name("name", name)
         if not isinstance(cache, LRUCache | WeakValueCache):
             raise TypeError(
                 f"cache must be an LRUCache, TTLCache or WeakValueCache, got "
@@ -140,7 +132,7 @@ class CacheManager:
         self, name: str, capacity: int | None = None, **kw: Any
     ) -> LRUCache[Any, Any]:
         """Create and register an :class:`LRUCache`; ``kw`` as for its constructor."""
-        _check_name(name)
+        check_name("name", name)
         kw.setdefault("clock", self._clock)
         cache: LRUCache[Any, Any] = LRUCache(capacity, **kw)
         self.register(name, cache)
@@ -151,7 +143,7 @@ class CacheManager:
 
         ``kw`` as for :class:`TTLCache` (``capacity``, ``max_bytes``, ``policy``...).
         """
-        _check_name(name)
+        check_name("name", name)
         check_float("ttl_seconds", ttl_seconds, positive=True)
         kw.setdefault("clock", self._clock)
         cache: TTLCache[Any, Any] = TTLCache(ttl_seconds, **kw)
@@ -160,7 +152,7 @@ class CacheManager:
 
     def create_weak_cache(self, name: str) -> WeakValueCache[Any, Any]:
         """Create and register a :class:`WeakValueCache`."""
-        _check_name(name)
+        check_name("name", name)
         cache: WeakValueCache[Any, Any] = WeakValueCache()
         self.register(name, cache)
         return cache
@@ -256,7 +248,7 @@ class CacheManager:
         if ttl_seconds is not None:
             check_float("ttl_seconds", ttl_seconds, positive=True)
         if namespace is not None:
-            _check_name(namespace)
+            check_name("namespace", namespace)
         kw.setdefault("clock", self._clock)
 
         def decorate(func: Callable[P, R]) -> MemoizedFunction[P, R]:

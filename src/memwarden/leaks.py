@@ -45,7 +45,7 @@ from typing import Any, Literal
 import anyio.to_thread
 
 from ._broadcast import Broadcaster, Subscription
-from ._validate import check_float, check_int
+from ._validate import check_float, check_int, check_name
 
 __all__ = [
     "LeakDetector",
@@ -582,14 +582,6 @@ class _Series:
         self.leaking = False
 
 
-def _check_name(name: object) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {type(name).__name__} {name!r}")
-    if not name.strip():
-        raise ValueError(f"name must not be empty, got {name!r}")
-    return name
-
-
 class LeakWatcher:
     """Watches many named series for leaks and publishes a :class:`LeakEvent` on each change.
 
@@ -646,7 +638,7 @@ class LeakWatcher:
         or empty, ``TypeError`` for a non-callable ``source``, a non-str
         ``name``/``kind`` or a ``detector`` that is not a LeakDetector.
         """
-        _check_name(name)
+        check_name("name", name)
         if not callable(source):
             raise TypeError(f"source must be callable, got {source!r}")
         if not isinstance(kind, str):
@@ -677,7 +669,7 @@ class LeakWatcher:
         ``t`` is seconds on the watcher's clock and must not go back in time.
         Raises ``TypeError``/``ValueError`` (changing nothing) for bad input.
         """
-        _check_name(name)
+        check_name("name", name)
         t = check_float("t", t)
         value = check_float("value", value)
         if not isinstance(kind, str):
@@ -853,7 +845,7 @@ class LeakWatcher:
         with self._lock:
             for record in records:
                 try:
-                    name = _check_name(record["series"])
+                    name = check_name("name", record["series"])
                     t = check_float("t", record["t"])
                     value = check_float("value", record["value"])
                     kind = str(record.get("kind", "custom"))

@@ -42,7 +42,7 @@ from typing import Any
 
 import anyio
 
-from ._validate import check_int, check_timeout
+from ._validate import check_int, check_name, check_timeout
 from .errors import ResourceError
 
 __all__ = ["ResourceManager", "ResourceManagerStats", "ResourceStats"]
@@ -193,14 +193,6 @@ def _default_cleanup(resource: object) -> Callable[[], object] | None:
     return None
 
 
-def _check_name(name: object) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {type(name).__name__} {name!r}")
-    if not name:
-        raise ValueError("name must not be empty, got ''")
-    return name
-
-
 class _Acquired:
     """``async with manager.acquire_resource(name, kind) as resource``."""
 
@@ -326,7 +318,7 @@ class ResourceManager:
         Raises ``ValueError`` for a name already registered, ``TypeError``
         for a non-str name, a non-callable cleanup or a bad ``max_concurrent``.
         """
-        _check_name(name)
+        check_name("name", name)
         if cleanup is not None and not callable(cleanup):
             raise TypeError(f"cleanup must be callable, got {type(cleanup).__name__} {cleanup!r}")
         if kind is not None:
@@ -350,7 +342,7 @@ class ResourceManager:
         a different one raises :class:`ResourceError`, as does an unknown
         name. Cancelled while waiting, it holds nothing.
         """
-        _check_name(name)
+        check_name("name", name)
         if kind is not None:
             _check_kind(kind)
         return _Acquired(self, name, kind, check_timeout("timeout", timeout))
@@ -364,7 +356,7 @@ class ResourceManager:
         the resource is unregistered anyway and :class:`ResourceError` is
         raised from the cause. Unknown name: :class:`ResourceError`.
         """
-        _check_name(name)
+        check_name("name", name)
         entry = self._registered.get(name)
         if entry is None or entry.closing:
             raise ResourceError(f"no registered resource named {name!r}")
@@ -387,7 +379,7 @@ class ResourceManager:
 
     def get_resource_stats(self, name: str) -> ResourceStats:
         """Usage statistics of one resource; :class:`ResourceError` for an unknown name."""
-        _check_name(name)
+        check_name("name", name)
         entry = self._registered.get(name)
         if entry is None:
             raise ResourceError(f"no registered resource named {name!r}")
