@@ -419,3 +419,106 @@ async def test_timed_out_fill_frees_every_reserved_slot() -> None:
             await pool.fill()
     _assert_clean(pool)
     assert pool.stats().size == 0
+
+
+# -- the contended fast path (pools with no per-object checks) ------------------------------
+
+
+async def test_contended_fast_path_keeps_stats_exact_and_fifo(clock: ManualClock) -> None:
+    pool = ObjectPool(Maker(), max_size=2, clock=clock)
+    a = await pool.acquire()
+    b = await pool.acquire()
+    order: list[tuple[int, list[int]]] = []
+    done = anyio.Event()
+    async with anyio.create_task_group() as tg:
+
+        async def user(n: int) -> None:
+            async with pool.acquire() as obj:
+                order.append((n, obj))
+                await done.wait()
+
+        for n in range(3):
+            tg.start_soon(user, n)
+            await anyio.wait_all_tasks_blocked()
+        stats = pool.stats()
+        assert (stats.waiters, stats.waiters_peak, stats.in_use) == (3, 3, 2)
+        clock.advance(2.5)
+        await pool.release(a)  # to waiter 0, which waited 2.5 s
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(4.0)
+        await pool.release(b)  # to waiter 1, which waited 6.5 s
+        await anyio.wait_all_tasks_blocked()
+        done.set()  # waiter 0 hands `a` to waiter 2, which waited 6.5 s
+    assert [(n, obj) for n, obj in order] == [(0, a), (1, b), (2, a)]
+    assert order[0][1] is a and order[1][1] is b and order[2][1] is a
+    stats = pool.stats()
+    assert stats.wait_time_max == 6.5
+    assert stats.wait_time_avg == pytest.approx((2.5 + 6.5 + 6.5) / 3)
+    assert (stats.acquired, stats.released, stats.in_use, stats.idle) == (5, 5, 0, 2)
+    assert (stats.in_use_peak, stats.size_peak, stats.created) == (2, 2, 2)
+    _assert_clean(pool)
+
+
+async def test_contended_fast_path_waiter_creates_after_factory_failure() -> None:
+    started, proceed = anyio.Event(), anyio.Event()
+    calls: list[int] = []
+
+    async def factory() -> list[int]:
+        calls.append(len(calls))
+        if len(calls) == 2:
+            started.set()
+            await proceed.wait()
+            raise RuntimeError("factory failed")
+        return [len(calls)]
+
+    pool: ObjectPool[list[int]] = ObjectPool(factory, max_size=2)
+    held = await pool.acquire()
+    got: list[list[int]] = []
+    errors: list[BaseException] = []
+    async with anyio.create_task_group() as tg:
+
+        async def creator() -> None:
+            try:
+                await pool.acquire()
+            except RuntimeError as exc:
+                errors.append(exc)
+
+        async def waiter() -> None:
+            got.append(await pool.acquire())
+
+        tg.start_soon(creator)
+        await started.wait()
+        tg.start_soon(waiter)  # nothing idle, the last slot reserved: parks
+        await anyio.wait_all_tasks_blocked()
+        assert pool.stats().waiters == 1
+        proceed.set()  # the failure passes the slot to the waiter, which creates
+    assert len(errors) == 1 and got == [[3]]
+    stats = pool.stats()
+    assert (stats.create_failures, stats.created, stats.size, stats.in_use) == (1, 2, 2, 2)
+    _assert_clean(pool, in_use=2)
+    await pool.release(held)
+    await pool.release(got[0])
+    _assert_clean(pool)
+
+
+async def test_contended_fast_path_waiter_fails_when_pool_closes() -> None:
+    maker = Maker()
+    pool = ObjectPool(maker, max_size=1, close=maker.close)
+    held = await pool.acquire()
+    errors: list[BaseException] = []
+    async with anyio.create_task_group() as tg:
+
+        async def waiter() -> None:
+            try:
+                await pool.acquire()
+            except PoolClosedError as exc:
+                errors.append(exc)
+
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(pool.aclose)
+        await anyio.wait_all_tasks_blocked()
+        assert len(errors) == 1 and pool.stats().waiters == 0
+        await pool.release(held)
+    assert maker.closed == [held]
+    _assert_clean(pool)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import PoolClosedError, PoolError
@@ -33,6 +34,7 @@ from .errors import PoolClosedError, PoolError
 __all__: list[str] = []
 
 T = TypeVar("T")
+W = TypeVar("W", bound="WaiterLike[Any]")
 
 MISSING: Any = object()
 """Returned by the fast path when it cannot serve (objects themselves may be None)."""
@@ -221,6 +223,23 @@ class PoolCore(Generic[T]):
                 self.pending += 1
                 return GRANT_CREATE, None, expired
         return PARK, None, expired
+
+    def park_if_busy(self, make_waiter: Callable[[], W]) -> W | None:
+        """Contended fast path: park a new waiter if this acquire must wait, else None.
+
+        Waits when others already wait (FIFO, no barging) or when nothing is idle
+        and no slot is free. None means the caller takes the general path (an
+        idle object, a free slot, or a closed pool). Only valid when the pool
+        needs no per-object checks, like :meth:`take_idle_nowait`.
+        """
+        waiters = self.waiters
+        if self.closed or (not waiters and (self.idle or self.size + self.pending < self.max_size)):
+            return None
+        waiter = make_waiter()
+        waiters[waiter] = None
+        if len(waiters) > self.waiters_peak:
+            self.waiters_peak = len(waiters)
+        return waiter
 
     def park(self, waiter: WaiterLike[T]) -> None:
         """Queue ``waiter`` (FIFO) until something is handed to it."""

@@ -99,26 +99,40 @@ def _capture_stack() -> traceback.StackSummary:
 
 
 class _Parked(WaiterLike[T], Protocol):
-    def __await__(self) -> Generator[Any, None, Any]: ...
+    def wait(self) -> Awaitable[Any]: ...
 
 
-class _FutureWaiter(asyncio.Future[None], Generic[T]):
-    """A parked acquire on asyncio: the waiter is itself the future it awaits.
+# The C future type itself: asyncio.Task resumes on it without the generic
+# attribute lookups and method calls it needs for a Future subclass.
+_Future = asyncio.Future
+
+
+class _FutureWaiter(Generic[T]):
+    """A parked acquire on asyncio: the grant fields and a plain ``asyncio.Future``.
 
     ``anyio.Event`` on asyncio wraps an ``asyncio.Event`` that wraps futures;
     a contended pool parks once per acquire, and profiles showed those layers.
-    Cancellation (anyio cancel scopes included) cancels the awaited future just
-    as it would inside ``asyncio.Event.wait``. No ``__init__``: the grant
-    fields default at class level, so making one runs no Python code.
+    An earlier version subclassed ``asyncio.Future``: the task's resume path
+    then falls back to generic attribute lookups and method calls, which cost
+    more than this small holder. Cancellation (anyio cancel scopes included)
+    cancels the awaited future just as it would inside ``asyncio.Event.wait``.
     """
 
-    entry: Entry[T] | None = None
-    create: bool = False
-    error: BaseException | None = None
+    __slots__ = ("create", "entry", "error", "fut")
+
+    def __init__(self) -> None:
+        self.fut: asyncio.Future[None] = _Future()
+        self.entry: Entry[T] | None = None
+        self.create = False
+        self.error: BaseException | None = None
+
+    def wait(self) -> Awaitable[Any]:
+        return self.fut
 
     def wake(self) -> None:
-        if not self.done():  # a cancelled waiter's future is already done
-            self.set_result(None)
+        fut = self.fut
+        if not fut.done():  # a cancelled waiter's future is already done
+            fut.set_result(None)
 
 
 class _EventWaiter(Waiter[T]):
@@ -129,8 +143,8 @@ class _EventWaiter(Waiter[T]):
     def __init__(self) -> None:
         super().__init__(anyio.Event(), 0.0)
 
-    def __await__(self) -> Generator[Any, None, None]:
-        return cast(anyio.Event, self.event).wait().__await__()
+    def wait(self) -> Awaitable[Any]:
+        return cast(anyio.Event, self.event).wait()
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,11 +212,14 @@ class PoolLease(Generic[T]):
 
     def __await__(self) -> Generator[Any, None, T]:
         """Acquire the object; you must :meth:`ObjectPool.release` it."""
-        take = self._pool._take
+        pool = self._pool
+        take = pool._take
         if take is not None:
             obj: T = take()
             if obj is not MISSING:
                 return obj
+            if self._opts is None and pool._acquire_timeout is None:
+                return (yield from pool._acquire_waiting().__await__())
         return (yield from self._slow().__await__())
 
     async def __aenter__(self) -> T:
@@ -217,7 +234,10 @@ class PoolLease(Generic[T]):
                 self._obj = obj
                 return obj
         if self._opts is None and pool._acquire_timeout is None:
-            obj = await pool._acquire_inner(None)
+            if take is not None:
+                obj = await pool._acquire_waiting()
+            else:
+                obj = await pool._acquire_inner(None)
         else:
             obj = await self._slow()
         self._obj = obj
@@ -449,7 +469,7 @@ class ObjectPool(Generic[T]):
                 expired = []
             if waiter is not None:
                 try:
-                    await waiter
+                    await waiter.wait()
                 except BaseException:
                     leftover = core.cancel_waiter(waiter, self._clock())
                     if leftover is not None:
@@ -479,15 +499,47 @@ class ObjectPool(Generic[T]):
                 entry.stack = stack
                 return entry.obj
             # GRANT_CREATE: this task holds a reserved slot until it reports back.
-            obj = await self._create()
-            now = self._clock()
-            entry = core.add_created(obj, now)
-            if entry is None:
-                await self._close_objects([obj])
-                raise PoolClosedError("the pool was closed while an object was being created")
-            core.claim(entry, now)
-            entry.stack = stack
-            return obj
+            return await self._create_granted(stack)
+
+    async def _create_granted(self, stack: Any) -> T:
+        """Create an object in the slot the core reserved for this acquire, and claim it."""
+        core = self._core
+        obj = await self._create()
+        now = self._clock()
+        entry = core.add_created(obj, now)
+        if entry is None:
+            await self._close_objects([obj])
+            raise PoolClosedError("the pool was closed while an object was being created")
+        core.claim(entry, now)
+        entry.stack = stack
+        return obj
+
+    async def _acquire_waiting(self) -> T:
+        """The contended acquire of a pool with no per-object checks (``_take`` is set).
+
+        The core parks the waiter in the same call that decides it must wait;
+        the release that frees an object hands it over already in ``in_use``,
+        so waking is the whole acquire. Anything else takes the general path.
+        """
+        core = self._core
+        waiter = core.park_if_busy(self._waiter_factory or self._waiter_kind())
+        if waiter is None:
+            return await self._acquire_inner(None)
+        queued_at = self._clock()
+        try:
+            await waiter.wait()
+        except BaseException:
+            leftover = core.cancel_waiter(waiter, self._clock())
+            if leftover is not None:
+                await self._close_objects([leftover.obj])
+            raise
+        core.record_wait(self._clock() - queued_at)
+        if waiter.error is not None:
+            raise waiter.error
+        entry = waiter.entry
+        if entry is not None:
+            return entry.obj
+        return await self._create_granted(None)
 
     def _waiter_kind(self) -> Callable[[], _Parked[T]]:
         # Decided once: a pool lives on one event loop.
