@@ -71,6 +71,43 @@ def time_sync(fn: Callable[[], object], *, number: int, repeat: int = 5) -> floa
     return statistics.median(samples)
 
 
+def time_interleaved(*fns: Callable[[], object], number: int, rounds: int) -> list[list[float]]:
+    """Seconds per call of each ``fn``, one batch of ``number`` calls each per round.
+
+    Batches alternate between the functions within every round, so a noisy
+    neighbour slows all of them alike; each function is called once first to
+    warm caches and lazy imports. Returns one list of ``rounds`` samples per fn.
+    """
+    for fn in fns:
+        fn()
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, out in zip(fns, samples, strict=True):
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            out.append((time.perf_counter() - start) / number)
+    return samples
+
+
+def median_interleaved(
+    ours: Callable[[], object], peer: Callable[[], object], *, number: int, rounds: int
+) -> tuple[float, float]:
+    """Median seconds per call of ``ours`` and ``peer``, measured by :func:`time_interleaved`."""
+    ours_s, peer_s = time_interleaved(ours, peer, number=number, rounds=rounds)
+    return statistics.median(ours_s), statistics.median(peer_s)
+
+
+def run_parts(parts: tuple[str, ...], quick: bool) -> list[Row]:
+    """Run the part modules ``benchmarks.<part>`` in order and return all their rows."""
+    import importlib
+
+    rows: list[Row] = []
+    for part in parts:
+        rows.extend(importlib.import_module(f"benchmarks.{part}").rows(quick))
+    return rows
+
+
 def time_async(
     fn: Callable[[], Awaitable[object]], *, number: int, repeat: int = 5, backend: str = "asyncio"
 ) -> float:

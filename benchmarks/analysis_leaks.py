@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import random
 import statistics
-import time
-from collections.abc import Callable
 
-from benchmarks._harness import Row, speed_row
+from benchmarks._harness import Row, median_interleaved, speed_row
 from memwarden.leaks import LeakDetector
 
 MB = 1_000_000
@@ -55,21 +53,6 @@ def _naive_theil_sen(history: list[tuple[float, float]]) -> float:
     return statistics.median(slopes)
 
 
-def _interleaved(
-    ours: Callable[[], object], peer: Callable[[], object], *, number: int, repeat: int
-) -> tuple[float, float]:
-    """Median seconds per call of each, measured in alternating batches."""
-    ours_s: list[float] = []
-    peer_s: list[float] = []
-    for _ in range(repeat):
-        for fn, out in ((ours, ours_s), (peer, peer_s)):
-            start = time.perf_counter()
-            for _ in range(number):
-                fn()
-            out.append((time.perf_counter() - start) / number)
-    return statistics.median(ours_s), statistics.median(peer_s)
-
-
 def rows(quick: bool) -> list[Row]:
     """Cost of LeakDetector.analyze against numpy least squares and naive Theil-Sen."""
     import numpy as np
@@ -85,11 +68,11 @@ def rows(quick: bool) -> list[Row]:
         t = np.array([p[0] for p in history])
         y = np.array([p[1] for p in history])
         assert detector.analyze(history).is_leak is (rate > 0)
-        ours, peer = _interleaved(
+        ours, peer = median_interleaved(
             lambda h=history: detector.analyze(h),
             lambda t=t, y=y: np.polyfit(t, y, 1),
             number=number,
-            repeat=repeat,
+            rounds=repeat,
         )
         label = "sawtooth + leak" if sawtooth else "leak + noise" if rate else "flat + noise"
         out.append(
@@ -105,11 +88,11 @@ def rows(quick: bool) -> list[Row]:
 
     for n in (100, 1_000):
         history = _history(n)
-        ours, peer = _interleaved(
+        ours, peer = median_interleaved(
             lambda h=history: detector.analyze(h),
             lambda h=history: _naive_theil_sen(h),
             number=max(1, number // (10 if n > 100 else 1)),
-            repeat=repeat,
+            rounds=repeat,
         )
         out.append(
             speed_row(

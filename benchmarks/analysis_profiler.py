@@ -27,7 +27,7 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks._harness import Row, speed_row
+from benchmarks._harness import Row, median_interleaved, speed_row
 from memwarden.modules import LazyLoader
 from memwarden.pressure import PressureLevel
 from memwarden.profiler import monitor_function_memory, reset_function_stats
@@ -40,21 +40,6 @@ HELD = []
 def fill(n):
     HELD.extend(bytes(64) + bytes(i % 7) for i in range(n))
 """
-
-
-def _interleaved(
-    ours: Callable[[], object], peer: Callable[[], object], *, number: int, repeat: int
-) -> tuple[float, float]:
-    """Median seconds per call of each, measured in alternating batches."""
-    ours_s: list[float] = []
-    peer_s: list[float] = []
-    for _ in range(repeat):
-        for fn, out in ((ours, ours_s), (peer, peer_s)):
-            start = time.perf_counter()
-            for _ in range(number):
-                fn()
-            out.append((time.perf_counter() - start) / number)
-    return statistics.median(ours_s), statistics.median(peer_s)
 
 
 def _write_packages(root: Path, prefix: str) -> list[str]:
@@ -80,11 +65,11 @@ def _update_rows(quick: bool) -> list[Row]:
             for name in names:
                 loader.load(name).fill(_BLOCKS // _PACKAGES)
             traced = len(tracemalloc.take_snapshot().traces)
-            ours, peer = _interleaved(
+            ours, peer = median_interleaved(
                 loader.update_all_memory_metrics,
                 lambda: tracemalloc.take_snapshot().statistics("filename"),
                 number=1,
-                repeat=repeat,
+                rounds=repeat,
             )
         finally:
             tracemalloc.stop()
@@ -165,10 +150,12 @@ def _decorator_rows(quick: bool) -> list[Row]:
     duration_only = monitor_function_memory(name="bench.duration", trace=False)(bare)
     try:
         # Untraced: the decorator's own bookkeeping (duration only, tracing stays off).
-        plain_ours, plain_peer = _interleaved(duration_only, bare, number=number, repeat=repeat)
+        plain_ours, plain_peer = median_interleaved(
+            duration_only, bare, number=number, rounds=repeat
+        )
         tracemalloc.start(1)
         try:
-            ours, peer = _interleaved(monitored, bare, number=number, repeat=repeat)
+            ours, peer = median_interleaved(monitored, bare, number=number, rounds=repeat)
         finally:
             tracemalloc.stop()
     finally:

@@ -1,18 +1,12 @@
-"""A benchmark suite: each part is a module with ``rows(quick) -> list[Row]``."""
+"""The ``core`` suite: core_budget, core_probe, core_monitor."""
 
 from __future__ import annotations
 
-import importlib
-
-from benchmarks._harness import Row
+from benchmarks._harness import Row, run_parts
 
 PARTS = ("core_budget", "core_probe", "core_monitor")
 
 
 def main(quick: bool = False) -> list[Row]:
     """Run every part of the suite in order and return all rows."""
-    rows: list[Row] = []
-    for part in PARTS:
-        module = importlib.import_module(f"benchmarks.{part}")
-        rows.extend(module.rows(quick))
-    return rows
+    return run_parts(PARTS, quick)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import psutil
 
-from benchmarks._harness import Row, print_and_save, speed_row, time_sync
+from benchmarks._harness import Row, print_and_save, speed_row, time_interleaved
 from memwarden.probes import ProcessProbe, SystemProbe
 
 _TARGET_US = 20.0
@@ -22,13 +22,7 @@ _TARGET_US = 20.0
 def _interleaved(
     ours: Callable[[], object], peer: Callable[[], object], *, number: int, rounds: int
 ) -> tuple[float, float, float]:
-    ours_times: list[float] = []
-    peer_times: list[float] = []
-    ours()
-    peer()  # warm caches and lazy imports outside the timed batches
-    for _ in range(rounds):
-        ours_times.append(time_sync(ours, number=number, repeat=1))
-        peer_times.append(time_sync(peer, number=number, repeat=1))
+    ours_times, peer_times = time_interleaved(ours, peer, number=number, rounds=rounds)
     return statistics.median(ours_times), statistics.median(peer_times), min(ours_times)
 
 
