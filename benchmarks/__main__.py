@@ -1,7 +1,8 @@
 """Run benchmark suites: ``python -m benchmarks core|pools|caches|analysis|all [--quick]``.
 
 Each suite is the module ``benchmarks.<name>`` with ``main(quick: bool) -> list[Row]``.
-Results print as a Markdown table and are written to ``benchmarks/results/<name>.json``.
+Results print as a Markdown table and are written to ``benchmarks/results/<name>.json``
+(``<name>.quick.json`` for ``--quick`` smoke runs).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def main() -> None:
     for name in names:
         module = importlib.import_module(f"benchmarks.{name}")
         rows = module.main(quick=args.quick)
-        print_and_save(name, rows)
+        # Smoke runs never overwrite the figures of a full run.
+        print_and_save(f"{name}.quick" if args.quick else name, rows)
 
 
 if __name__ == "__main__":
