@@ -5,8 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import re
-import runpy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -856,19 +854,6 @@ async def test_close_detaches_from_the_monitor() -> None:
     assert monitor.listeners == []
     monitor.publish(PressureLevel.CRITICAL, available=0)
     assert manager.try_acquire(500) is not None
-
-
-# ---------------------------------------------------------------------- docs
-
-
-@pytest.mark.parametrize("doc", ["guides/budgets.md", "_seedmap/budget.md"])
-def test_doc_examples_run_as_written(doc: str, tmp_path: Path) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / doc).read_text(), re.S)
-    assert blocks
-    for index, code in enumerate(blocks):
-        script = tmp_path / f"example_{index}.py"
-        script.write_text(code)
-        runpy.run_path(str(script), run_name="__main__")
 
 
 # ------------------------------------------- with the real PressureMonitor

@@ -5,12 +5,8 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import re
-import runpy
-import textwrap
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -518,20 +514,6 @@ def test_report_is_json(ctl: GCController) -> None:
 def test_seed_names() -> None:
     assert GarbageCollectionManager is GCController
     assert GarbageCollectionOptimizer is GCController
-
-
-_DOCS = Path(__file__).resolve().parents[1] / "docs"
-_FENCE = re.compile(r"^( *)```python\n(.*?)^\1```", re.M | re.S)
-
-
-@pytest.mark.parametrize("doc", ["guides/gc.md", "_seedmap/sessions_resources_gc.md"])
-def test_doc_examples_run_as_written(doc: str, tmp_path: Path) -> None:
-    blocks = [textwrap.dedent(m.group(2)) for m in _FENCE.finditer((_DOCS / doc).read_text())]
-    assert blocks, f"{doc} has no python example"
-    for index, code in enumerate(blocks):
-        script = tmp_path / f"example_{index}.py"
-        script.write_text(code)
-        runpy.run_path(str(script), run_name="__main__")
 
 
 async def test_budget_optimize_uses_the_controller() -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import runpy
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -417,14 +415,3 @@ async def test_seed_004_acquire_release_usage() -> None:
     finally:
         await pool.release(obj)
     assert pool.stats().idle == 1
-
-
-@pytest.mark.parametrize("doc", ["guides/pools.md", "_seedmap/pools.md"])
-def test_doc_examples_run_as_written(doc: str, tmp_path: Path) -> None:
-    path = Path(__file__).resolve().parents[1] / "docs" / doc
-    blocks = re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
-    assert blocks
-    for index, code in enumerate(blocks):
-        script = tmp_path / f"example_{index}.py"
-        script.write_text(code)
-        runpy.run_path(str(script), run_name="__main__")

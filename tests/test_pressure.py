@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
-import runpy
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -371,18 +368,3 @@ def test_thresholds_used_by_monitor_are_custom(probe: StaticProbe, clock: Manual
     assert monitor.level is HIGH
     assert levels(events) == [(LOW, HIGH)]
     assert monitor.thresholds is custom
-
-
-DOCS = Path(__file__).resolve().parents[1] / "docs"
-
-
-@pytest.mark.parametrize(
-    ("page", "minimum"), [("guides/pressure.md", 7), ("_seedmap/pressure.md", 1)]
-)
-def test_doc_examples_run_as_written(page: str, minimum: int, tmp_path: Path) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), re.S)
-    assert len(blocks) >= minimum
-    for index, code in enumerate(blocks):
-        script = tmp_path / f"example_{index}.py"
-        script.write_text(code)
-        runpy.run_path(str(script), run_name="__main__")

@@ -5,10 +5,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import re
-import runpy
-import textwrap
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -554,17 +550,3 @@ async def test_cleanup_runs_even_when_called_already_cancelled(manager: Resource
         scope.cancel()
         await manager.cleanup_resources()
     assert conn.closed == 1 and len(manager) == 0
-
-
-_DOCS = Path(__file__).resolve().parents[1] / "docs"
-_FENCE = re.compile(r"^( *)```python\n(.*?)^\1```", re.M | re.S)
-
-
-@pytest.mark.parametrize("doc", ["guides/resources.md"])
-def test_doc_examples_run_as_written(doc: str, tmp_path: Path) -> None:
-    blocks = [textwrap.dedent(m.group(2)) for m in _FENCE.finditer((_DOCS / doc).read_text())]
-    assert blocks, f"{doc} has no python example"
-    for index, code in enumerate(blocks):
-        script = tmp_path / f"example_{index}.py"
-        script.write_text(code)
-        runpy.run_path(str(script), run_name="__main__")

@@ -5,10 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
-import runpy
-import textwrap
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -740,20 +736,6 @@ async def test_cancelled_while_waiting_for_the_session_lock(clock: ManualClock) 
     clock.advance(60)
     assert await manager.cleanup_inactive_sessions() == 1  # not left pinned
     assert budget.current_usage == 0
-
-
-_DOCS = Path(__file__).resolve().parents[1] / "docs"
-_FENCE = re.compile(r"^( *)```python\n(.*?)^\1```", re.M | re.S)
-
-
-@pytest.mark.parametrize("doc", ["guides/sessions.md"])
-def test_doc_examples_run_as_written(doc: str, tmp_path: Path) -> None:
-    blocks = [textwrap.dedent(m.group(2)) for m in _FENCE.finditer((_DOCS / doc).read_text())]
-    assert blocks, f"{doc} has no python example"
-    for index, code in enumerate(blocks):
-        script = tmp_path / f"example_{index}.py"
-        script.write_text(code)
-        runpy.run_path(str(script), run_name="__main__")
 
 
 async def test_already_cancelled_calls_change_nothing(clock: ManualClock) -> None:

@@ -6,9 +6,6 @@ import json
 import logging
 import math
 import random
-import re
-import runpy
-from pathlib import Path
 
 import anyio
 import pytest
@@ -630,13 +627,3 @@ async def test_status_and_report_are_json_ready(clock: ManualClock) -> None:
         assert report["tasks"] == {"p": status.to_dict()}
         assert status.to_dict()["next_run"] == 1002.0
         assert "live=1" in repr(sup)
-
-
-def test_guide_examples_run_as_written(tmp_path: Path) -> None:
-    guide = Path(__file__).resolve().parents[1] / "docs" / "guides" / "supervisor.md"
-    blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), re.S)
-    assert len(blocks) >= 4
-    for index, code in enumerate(blocks):
-        script = tmp_path / f"supervisor_{index}.py"
-        script.write_text(code)
-        runpy.run_path(str(script), run_name="__main__")
