@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc as pygc
 import json
+import sys
 from pathlib import Path
 
 import anyio
@@ -274,3 +275,26 @@ def test_runs_under_trio(probe: StaticProbe) -> None:
 
     report = anyio.run(main, backend="trio")
     assert report["level"] == "high"
+
+
+async def test_tracked_packages_become_leak_series(
+    clock: ManualClock, probe: StaticProbe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "pkg_growing"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "HELD = []\n\ndef grow(n):\n    HELD.append(bytearray(n))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    async with make(clock, probe, profiling_enabled=True) as warden:
+        warden.loader.register("pkg_growing")
+        module = warden.loader.load("pkg_growing")
+        for _ in range(3):
+            module.grow(50_000)
+            clock.advance(1.0)
+            assert await warden.update_packages() == 1
+        history = warden.leaks.history("package.pkg_growing.bytes")
+        assert len(history) == 3
+        assert history[-1][1] > history[0][1] >= 50_000
+        assert warden.leaks.series()["package.pkg_growing.bytes"] == "package"
+    sys.modules.pop("pkg_growing", None)

@@ -131,6 +131,7 @@ class Warden:
             window=config.leak_window,
             min_samples=config.leak_min_samples,
         )
+        self._wall_clock = wall_clock
         self.leaks = LeakWatcher(self._detector, clock=wall_clock)
         self.store = HistoryStore.from_config(config)
         if self.store is not None:
@@ -185,7 +186,7 @@ class Warden:
                 )
             if config.profiling_enabled:
                 periodic.append(
-                    ("package-metrics", self._update_packages, config.memory_snapshot_interval)
+                    ("package-metrics", self.update_packages, config.memory_snapshot_interval)
                 )
             for name, func, interval in periodic:
                 sup.start_periodic(name, func, interval, run_immediately=False)
@@ -391,9 +392,29 @@ class Warden:
             await self.store.append(_SERIES_KIND, records)
         return len(records)
 
-    async def _update_packages(self) -> None:
-        await anyio.to_thread.run_sync(self.loader.update_all_memory_metrics)
+    async def update_packages(self) -> int:
+        """Attribute traced memory to tracked packages and feed each to the leak watch.
+
+        Runs every ``memory_snapshot_interval`` seconds with
+        ``profiling_enabled`` (the attribution walks every traced block, so it
+        runs in a worker thread). Each package becomes the series
+        ``package.<name>.bytes``, so a leaking package is reported like any
+        other series. Returns how many packages were recorded; 0 when
+        tracemalloc is not tracing.
+        """
+        result = await anyio.to_thread.run_sync(self.loader.update_all_memory_metrics)
+        if not result.get("tracing"):
+            return 0
         await anyio.to_thread.run_sync(self.profiler.take_snapshot)
+        now = self._wall_clock()
+        recorded = 0
+        for name in self.loader.registered():
+            info = self.loader.get_package_memory_info(name)
+            current = None if info is None else info["memory_metrics"]["current_memory_usage"]
+            if current is not None:
+                self.leaks.record(f"package.{name}.bytes", now, float(current), kind="package")
+                recorded += 1
+        return recorded
 
     # -- reporting ----------------------------------------------------------------------
 
