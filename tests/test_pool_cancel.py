@@ -522,3 +522,28 @@ async def test_contended_fast_path_waiter_fails_when_pool_closes() -> None:
         await pool.release(held)
     assert maker.closed == [held]
     _assert_clean(pool)
+
+
+async def test_cancelled_middle_waiter_leaves_the_queue_in_order() -> None:
+    pool = ObjectPool(Maker(), max_size=1)
+    held = await pool.acquire()
+    got: list[int] = []
+    scopes = [anyio.CancelScope() for _ in range(3)]
+    async with anyio.create_task_group() as tg:
+
+        async def user(n: int) -> None:
+            with scopes[n]:
+                async with pool.acquire():
+                    got.append(n)
+                    await anyio.lowlevel.checkpoint()
+
+        for n in range(3):
+            tg.start_soon(user, n)
+            await anyio.wait_all_tasks_blocked()
+        scopes[1].cancel()
+        await anyio.wait_all_tasks_blocked()
+        assert pool.stats().waiters == 2
+        await pool.release(held)
+    assert got == [0, 2]
+    assert pool.stats().waiters_peak == 3
+    _assert_clean(pool)
