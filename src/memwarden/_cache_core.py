@@ -5,10 +5,64 @@ dictionary lookup plus a recency update, with no event-loop round trip. The
 plain LRU path is kept free of policy and TTL branches (they live in
 ``_get_special`` / ``_put_special``) because the lookup is the hot path users
 compare against ``cachetools`` and ``functools.lru_cache``.
+
+Lock-free reads of a plain LRU
+------------------------------
+Every structural change (insert, replace, evict, pop, clear, shrink, expiry,
+byte accounting) happens under the cache's lock. On a plain LRU (no TTL, no
+weights, no W-TinyLFU) ``get`` does not take it: a get is
+
+    R1  value = data.get(key)       one C call
+    R2  data.move_to_end(key)       one C call, hits only
+    R3  next(hit or miss counter)   one C call
+
+Under the GIL each of these runs to completion without another thread
+running in between, provided that no Python code runs inside it. Python code
+could run there from a key's ``__hash__``/``__eq__`` written in Python, or a
+value's ``__del__``. So the plain put path only stores keys of the types in
+``_ATOMIC_KEY_TYPES`` (or flat tuples of them), whose hashing and comparison
+are C; the first key of any other type sends the cache, for good, to the
+general path, where every get takes the lock (``_special``). Interleavings of
+a lock-free get with a locked writer W:
+
+* W inserts, replaces or evicts between R1 and R2. If the key is gone, R2
+  raises ``KeyError``, which the get swallows: it returns the value it read
+  and linearizes before the eviction. If the key was evicted and put again,
+  R2 refreshes the new entry, which W had just made the most recent anyway;
+  the get still linearizes before the eviction. A replace between R1 and R2
+  returns the old value (linearized before the replace) and R2 is the
+  refresh W's own ``move_to_end`` does.
+* W clears. ``OrderedDict.clear`` empties the dict, then drops the values
+  (their ``__del__`` may run Python code, so readers may run here), then
+  the order list. A reader in that window misses at R1, or gets ``KeyError``
+  at R2 (the order list no longer matches the dict).
+* W iterates (shrink, popitem, iteration, stats). With C-hashed keys the
+  copy ``list(data)`` runs no Python code, so no R2 can reorder the dict
+  while it is copied. Right after the switch to the general path, a reader
+  that checked ``_special`` before the switch can still do one R2; the
+  copies retry on the ``RuntimeError`` that would raise, which ends once
+  each thread has done its one stale R2.
+* W's own multi-step logic (``len`` before and after an insert, the size
+  peak, the eviction count, ``sizes``/``nbytes``) is exact: a reader never
+  adds or removes a key and touches only the order and its counters.
+
+So the size bound (len <= capacity) and the byte accounting are W's alone;
+a reader can only move an entry that exists to the most-recent end. A get
+whose own key hashes in Python (the cache never stored it) runs that code
+inside its own R1/R2; the writers' C calls it may interleave with compare
+stored keys only, which are C-hashed, so they stay whole. The hit
+and miss counters of the lock-free path are ``itertools.count`` objects:
+``next`` is one C call, so no increment is lost. They are read under the
+lock by consuming one value (see ``_read_counter``). The locked paths keep
+plain ``int`` counters, and stats add the two.
+
+Without the GIL (the free-threaded build) none of this holds, so every cache
+takes the general, locked path there (``_gil_enabled``).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import threading
@@ -44,6 +98,38 @@ _EXACT_WEIGH_LIMIT = 2_000
 
 Policy = Literal["lru", "tinylfu"]
 _POLICIES = ("lru", "tinylfu")
+
+# Key types whose hash and equality are implemented in C, so that a dict
+# operation on a cache holding only such keys runs no Python code and is
+# atomic under the GIL. Exact types only: a subclass may define __eq__.
+_ATOMIC_KEY_TYPES: frozenset[type] = frozenset({int, str, bytes, float, bool, type(None)})
+
+
+def _atomic_key(key: object) -> bool:
+    """Whether hashing and comparing ``key`` can run no Python code."""
+    kind = type(key)
+    if kind in _ATOMIC_KEY_TYPES:
+        return True
+    return kind is tuple and all(type(k) in _ATOMIC_KEY_TYPES for k in key)  # type: ignore[attr-defined]
+
+
+def _gil_enabled() -> bool:
+    """False on a free-threaded build running without the GIL.
+
+    A free-threaded interpreter may turn the GIL on later (when it imports an
+    extension that needs it), never off, so a cache built while it was on
+    stays correct.
+    """
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
+
+
+def _read_counter(counter: itertools.count[int], reads: int) -> int:
+    """The number of ``next`` calls made on ``counter`` apart from ``reads`` earlier reads.
+
+    Reading consumes one value, so the caller adds one to ``reads`` after it.
+    """
+    return next(counter) - reads
 
 
 def default_sizeof() -> Callable[[Any], int]:
@@ -115,9 +201,11 @@ class LRUCache(MutableMapping[K, V]):
     :meth:`sweep_expired`.
 
     Raises ``TypeError``/``ValueError`` for bad arguments. All methods are
-    thread-safe: one lock per cache guards every operation; ``sizeof`` runs
-    outside it. ``thread_safe=False`` drops the lock from the plain LRU
-    get/put paths, for a cache used by one thread only (say, one event loop).
+    thread-safe: one lock per cache guards every change; ``sizeof`` runs
+    outside it. A get on a plain LRU (no TTL, weights or W-TinyLFU) holding
+    keys of builtin scalar types reads without the lock under the GIL (see
+    the module docstring). ``thread_safe=False`` drops the lock from the plain
+    LRU put path too, for a cache used by one thread only (say, one event loop).
     """
 
     __slots__ = (
@@ -131,6 +219,10 @@ class LRUCache(MutableMapping[K, V]):
         "_deadlines",
         "_evictions",
         "_expirations",
+        "_free_hit_reads",
+        "_free_hits",
+        "_free_miss_reads",
+        "_free_misses",
         "_hits",
         "_hold_bytes",
         "_hold_entries",
@@ -200,8 +292,15 @@ class LRUCache(MutableMapping[K, V]):
             maximum = max_bytes if max_bytes is not None else capacity
             self._policy = _WTinyLFU(maximum, capacity if capacity is not None else 1024)
         # Anything but a count-bounded (or unbounded) plain LRU takes the slower,
-        # general path; the plain one stays a few dictionary operations long.
-        self._special = weigh or self._policy is not None or self._deadlines is not None
+        # general path; the plain one stays a few dictionary operations long
+        # and reads without the lock (see the module docstring). Without the
+        # GIL the plain path is not safe to share, so a shared cache is special.
+        self._special = (
+            weigh
+            or self._policy is not None
+            or self._deadlines is not None
+            or not (_gil_enabled() or isinstance(self, _SingleThreadLRUCache))
+        )
         self._hold_entries: int | None = None
         self._hold_bytes: int | None = None
         self._bound = _UNBOUNDED
@@ -209,6 +308,11 @@ class LRUCache(MutableMapping[K, V]):
         self._update_bounds()
         self._hits = 0
         self._misses = 0
+        # Counted by lock-free gets; read under the lock (_read_counter).
+        self._free_hits = itertools.count()
+        self._free_misses = itertools.count()
+        self._free_hit_reads = 0
+        self._free_miss_reads = 0
         self._evictions = 0
         self._expirations = 0
         self._nbytes = 0
@@ -256,26 +360,25 @@ class LRUCache(MutableMapping[K, V]):
     def get(self, key: K, /, default: Any = None) -> Any:
         """Return the value for ``key`` (counting a hit and refreshing it) or ``default``.
 
-        Raises ``TypeError`` for an unhashable key.
+        Raises ``TypeError`` for an unhashable key. On a plain LRU with the
+        GIL this takes no lock; it is still thread-safe (module docstring).
         """
         if self._special:
             return self._get_special(key, default)
-        # acquire/release in try/finally costs about half of a ``with`` block
-        # here, and the lock is most of the price of a hit.
-        lock = self._lock
-        lock.acquire()
         try:
             value = self._data_get(key, _MISSING)
-            if value is _MISSING:
-                self._misses += 1
-                return default
-            self._move_to_end(key)
-            self._hits += 1
-            return value
         except TypeError:
             raise _unhashable(key) from None
-        finally:
-            lock.release()
+        if value is _MISSING:
+            next(self._free_misses)
+            return default
+        # contextlib.suppress would cost more than the rest of the hit.
+        try:  # noqa: SIM105
+            self._move_to_end(key)
+        except KeyError:
+            pass  # evicted since the lookup: this hit happened before the eviction
+        next(self._free_hits)
+        return value
 
     def _get_special(self, key: K, default: Any) -> Any:
         lock = self._lock
@@ -362,7 +465,15 @@ class LRUCache(MutableMapping[K, V]):
         if self._special:
             self._put_special(key, value)
             return
+        if type(key) not in _ATOMIC_KEY_TYPES and not _atomic_key(key):
+            # Hashing this key may run Python code, which lock-free gets
+            # cannot tolerate: from now on every get takes the lock.
+            self._special = True
+            self._put_special(key, value)
+            return
         data = self._data
+        # acquire/release in try/finally costs about a third of a ``with``
+        # block here, and the lock is most of the price of a put.
         lock = self._lock
         lock.acquire()
         try:
@@ -442,10 +553,35 @@ class LRUCache(MutableMapping[K, V]):
         byte_bound = self._byte_bound
         return byte_bound is not None and self._nbytes > byte_bound
 
+    @staticmethod
+    def _retry_reordered(read: Callable[[], T]) -> T:
+        # Right after a cache leaves the lock-free path, a get that started
+        # before may still reorder the dict once while ``read`` walks it
+        # (module docstring). Each thread can do that at most once, so this
+        # ends; any other error propagates.
+        while True:
+            try:
+                return read()
+            except RuntimeError as exc:
+                if "mutated during iteration" not in str(exc):
+                    raise
+
+    def _keys_locked(self) -> list[K]:
+        data = self._data
+        return self._retry_reordered(lambda: list(data))
+
+    def _values_locked(self) -> list[V]:
+        values = self._data.values()
+        return self._retry_reordered(lambda: list(values))
+
+    def _first_key_locked(self) -> K:
+        data = self._data
+        return self._retry_reordered(lambda: next(iter(data)))
+
     def _enforce_locked(self) -> None:
         policy = self._policy
         while self._over_bound():
-            victim = policy.victim() if policy is not None else next(iter(self._data))
+            victim = policy.victim() if policy is not None else self._first_key_locked()
             self._remove_locked(victim)  # type: ignore[arg-type]
             self._evictions += 1
         if policy is not None:
@@ -550,7 +686,7 @@ class LRUCache(MutableMapping[K, V]):
     def _coldest_locked(self) -> Iterator[K]:
         if self._policy is not None:
             return self._policy.coldest()  # type: ignore[return-value]
-        return iter(list(self._data))
+        return iter(self._keys_locked())
 
     def shrink(self, fraction: float, *, hold: bool = False) -> int:
         """Evict the coldest entries until ``fraction`` of the cache is gone; return bytes freed.
@@ -615,15 +751,18 @@ class LRUCache(MutableMapping[K, V]):
         """A :class:`CacheStats` snapshot; expired entries are swept first."""
         with self._lock:
             self._sweep_locked(None)
-            hits, misses = self._hits, self._misses
+            hits = self._hits + _read_counter(self._free_hits, self._free_hit_reads)
+            misses = self._misses + _read_counter(self._free_misses, self._free_miss_reads)
+            self._free_hit_reads += 1
+            self._free_miss_reads += 1
             size = len(self._data)
             sample: list[V] | None = None
             if self._sizes is None:
                 if size <= _EXACT_WEIGH_LIMIT:
-                    sample = list(self._data.values())
+                    sample = self._values_locked()
                 else:
                     step = size // _EXACT_WEIGH_LIMIT + 1
-                    sample = list(self._data.values())[::step]
+                    sample = self._values_locked()[::step]
             nbytes = self._nbytes
             evictions, expirations = self._evictions, self._expirations
             nbytes_peak, size_peak = self._nbytes_peak, self._size_peak
@@ -660,6 +799,9 @@ class LRUCache(MutableMapping[K, V]):
         """Zero the hit, miss, eviction and expiration counters and reset peaks to now."""
         with self._lock:
             self._hits = self._misses = self._evictions = self._expirations = 0
+            # The next read of each counter consumes the value it returns now.
+            self._free_hit_reads = next(self._free_hits) + 1
+            self._free_miss_reads = next(self._free_misses) + 1
             self._size_peak = len(self._data)
             self._nbytes_peak = self._nbytes
 
@@ -699,7 +841,7 @@ class LRUCache(MutableMapping[K, V]):
 
     @property
     def thread_safe(self) -> bool:
-        """Whether every operation takes the cache's lock (``thread_safe=False`` drops it)."""
+        """Whether the cache may be shared between threads (``thread_safe=False`` says no)."""
         return not isinstance(self, _SingleThreadLRUCache)
 
     def __repr__(self) -> str:
