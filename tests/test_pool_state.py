@@ -199,6 +199,22 @@ class PoolCoreMachine(RuleBasedStateMachine):
             self.core.add_created_idle(self.core.idle[0].obj, self.now)
         self._collect_woken()
 
+    @rule()
+    def park_fast(self) -> None:
+        core = self.core
+        if core.max_lifetime is not None or core.claim_needed:
+            return
+        before = len(core.waiters)
+        waiter = core.park_if_busy(lambda: Waiter[list[int]](_Flag(), self.now))
+        if waiter is None:
+            assert core.closed or (
+                not core.waiters and (core.idle or core.size + core.pending < core.max_size)
+            )
+            return
+        assert not core.closed and core.waiters[-1] is waiter
+        assert len(core.waiters) == before + 1 and core.waiters_peak >= before + 1
+        self.parked.append(waiter)
+
     # -- waiters -----------------------------------------------------------------------
 
     @precondition(lambda self: self.parked)

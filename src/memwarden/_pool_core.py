@@ -445,24 +445,26 @@ class PoolCore(Generic[T]):
             return False
         # No identity check needed: ``obj`` and every in-use object are alive, and
         # live objects never share an id.
-        entry = self.in_use.pop(id(obj), None)
-        if entry is None:
+        key = id(obj)
+        in_use = self.in_use
+        try:
+            entry = in_use[key]
+        except KeyError:
             return False
         self.released += 1
         waiters = self.waiters
         if not waiters:
+            del in_use[key]
             self.idle.append(entry)
             return True
         # _grant, inlined: this is the hand-off of every contended release.
         waiter = waiters.popleft()
         waiter.entry = entry
         if self.claim_needed:
-            self.checking[entry.key] = entry
-        else:
-            in_use = self.in_use
-            in_use[entry.key] = entry
-            if len(in_use) > self.in_use_peak:
-                self.in_use_peak = len(in_use)
+            del in_use[key]
+            self.checking[key] = entry
+        # Otherwise the entry stays in in_use, now the waiter's: the count, and
+        # so the peak, do not change.
         waiter.wake()
         return True
 
