@@ -133,9 +133,16 @@ def _hammer(
 
 def test_hammer_plain_lru_lock_free_reads() -> None:
     cache: LRUCache[int, Any] = LRUCache(50)
-    assert not cache._special  # the lock-free get path is the one under test
+    assert not cache._locked_reads  # the lock-free get path is the one under test
     _hammer(cache, lambda k: ("v", k))
-    assert not cache._special
+    assert not cache._locked_reads
+
+
+def test_hammer_byte_bounded_lru_lock_free_reads() -> None:
+    cache: LRUCache[int, bytes] = LRUCache(40, max_bytes=300, sizeof=len)
+    assert not cache._locked_reads
+    _hammer(cache, lambda k: b"x" * (k % 17 + 1))
+    assert not cache._locked_reads
 
 
 def test_hammer_bytes_and_ttl_locked_path() -> None:
@@ -147,7 +154,7 @@ def test_hammer_bytes_and_ttl_locked_path() -> None:
 def test_hammer_after_switch_to_locked_path() -> None:
     cache: LRUCache[Any, Any] = LRUCache(50)
     cache.put(KeyWithPythonHash(1), "first")
-    assert cache._special
+    assert cache._locked_reads
     _hammer(cache, lambda k: ("v", k))
 
 
@@ -291,7 +298,7 @@ class KeyWithPythonHash:
 def test_c_hashed_keys_keep_lock_free_gets(key: Any) -> None:
     cache: LRUCache[Any, int] = LRUCache(4)
     cache.put(key, 1)
-    assert not cache._special
+    assert not cache._locked_reads
     assert cache.get(key) == 1
 
 
@@ -304,12 +311,27 @@ def test_other_keys_switch_every_get_to_the_lock(key: Any) -> None:
     cache: LRUCache[Any, int] = LRUCache(4)
     cache.put(0, 0)
     cache.put(key, 1)
-    assert cache._special
+    assert cache._locked_reads
     assert cache.get(key) == 1
     assert cache.get(0) == 0
     assert cache.stats().hits == 2
     cache.put(1, 1)  # stays on the locked path
-    assert cache._special
+    assert cache._locked_reads
+
+
+def test_weighing_cache_switches_too() -> None:
+    cache: LRUCache[Any, bytes] = LRUCache(max_bytes=100, sizeof=len)
+    cache.put((1, "a"), b"xx")
+    assert not cache._locked_reads
+    cache.put(KeyWithPythonHash(1), b"x")
+    assert cache._locked_reads
+    assert cache.get(KeyWithPythonHash(1)) == b"x"
+    assert cache.stats().nbytes == 3
+
+
+def test_ttl_and_tinylfu_gets_always_lock() -> None:
+    assert TTLCache(1.0, 4)._locked_reads
+    assert LRUCache(4, policy="tinylfu")._locked_reads
 
 
 def test_single_thread_cache_never_switches() -> None:
@@ -356,11 +378,11 @@ def test_copies_retry_after_a_stale_reorder() -> None:
 def test_without_the_gil_every_shared_cache_locks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
     shared: LRUCache[int, int] = LRUCache(4)
-    assert shared._special
+    assert shared._locked_reads
     shared.put(1, 1)
     assert shared.get(1) == 1
     assert shared.stats().hits == 1
     own: LRUCache[int, int] = LRUCache(4, thread_safe=False)
-    assert not own._special
+    assert not own._locked_reads
     monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
-    assert not LRUCache(4)._special
+    assert not LRUCache(4)._locked_reads

@@ -9,8 +9,8 @@ compare against ``cachetools`` and ``functools.lru_cache``.
 Lock-free reads of a plain LRU
 ------------------------------
 Every structural change (insert, replace, evict, pop, clear, shrink, expiry,
-byte accounting) happens under the cache's lock. On a plain LRU (no TTL, no
-weights, no W-TinyLFU) ``get`` does not take it: a get is
+byte accounting) happens under the cache's lock. On an LRU without TTL or
+W-TinyLFU (count- or byte-bounded) ``get`` does not take it: a get is
 
     R1  value = data.get(key)       one C call
     R2  data.move_to_end(key)       one C call, hits only
@@ -19,11 +19,11 @@ weights, no W-TinyLFU) ``get`` does not take it: a get is
 Under the GIL each of these runs to completion without another thread
 running in between, provided that no Python code runs inside it. Python code
 could run there from a key's ``__hash__``/``__eq__`` written in Python, or a
-value's ``__del__``. So the plain put path only stores keys of the types in
-``_ATOMIC_KEY_TYPES`` (or flat tuples of them), whose hashing and comparison
-are C; the first key of any other type sends the cache, for good, to the
-general path, where every get takes the lock (``_special``). Interleavings of
-a lock-free get with a locked writer W:
+value's ``__del__``. So while gets are lock-free the cache only stores keys
+of the types in ``_ATOMIC_KEY_TYPES`` (or flat tuples of them), whose hashing
+and comparison are C; putting a key of any other type makes every later get
+take the lock, for good (``_locked_reads``, set before the key is stored).
+Interleavings of a lock-free get with a locked writer W:
 
 * W inserts, replaces or evicts between R1 and R2. If the key is gone, R2
   raises ``KeyError``, which the get swallows: it returns the value it read
@@ -38,8 +38,8 @@ a lock-free get with a locked writer W:
   at R2 (the order list no longer matches the dict).
 * W iterates (shrink, popitem, iteration, stats). With C-hashed keys the
   copy ``list(data)`` runs no Python code, so no R2 can reorder the dict
-  while it is copied. Right after the switch to the general path, a reader
-  that checked ``_special`` before the switch can still do one R2; the
+  while it is copied. Right after the switch to locked gets, a reader
+  that checked ``_locked_reads`` before the switch can still do one R2; the
   copies retry on the ``RuntimeError`` that would raise, which ends once
   each thread has done its one stale R2.
 * W's own multi-step logic (``len`` before and after an insert, the size
@@ -56,8 +56,8 @@ and miss counters of the lock-free path are ``itertools.count`` objects:
 lock by consuming one value (see ``_read_counter``). The locked paths keep
 plain ``int`` counters, and stats add the two.
 
-Without the GIL (the free-threaded build) none of this holds, so every cache
-takes the general, locked path there (``_gil_enabled``).
+Without the GIL (the free-threaded build) none of this holds, so every
+shared cache takes the locked paths there (``_gil_enabled``).
 """
 
 from __future__ import annotations
@@ -202,9 +202,9 @@ class LRUCache(MutableMapping[K, V]):
 
     Raises ``TypeError``/``ValueError`` for bad arguments. All methods are
     thread-safe: one lock per cache guards every change; ``sizeof`` runs
-    outside it. A get on a plain LRU (no TTL, weights or W-TinyLFU) holding
-    keys of builtin scalar types reads without the lock under the GIL (see
-    the module docstring). ``thread_safe=False`` drops the lock from the plain
+    outside it. A get on an LRU without TTL or W-TinyLFU holding keys of
+    builtin scalar types reads without the lock under the GIL (see the
+    module docstring). ``thread_safe=False`` drops the lock from the plain
     LRU put path too, for a cache used by one thread only (say, one event loop).
     """
 
@@ -227,6 +227,7 @@ class LRUCache(MutableMapping[K, V]):
         "_hold_bytes",
         "_hold_entries",
         "_lock",
+        "_locked_reads",
         "_max_bytes",
         "_misses",
         "_move_to_end",
@@ -291,16 +292,16 @@ class LRUCache(MutableMapping[K, V]):
         if policy == "tinylfu":
             maximum = max_bytes if max_bytes is not None else capacity
             self._policy = _WTinyLFU(maximum, capacity if capacity is not None else 1024)
-        # Anything but a count-bounded (or unbounded) plain LRU takes the slower,
-        # general path; the plain one stays a few dictionary operations long
-        # and reads without the lock (see the module docstring). Without the
-        # GIL the plain path is not safe to share, so a shared cache is special.
-        self._special = (
-            weigh
-            or self._policy is not None
+        # Gets of an LRU without TTL read without the lock (module docstring),
+        # except without the GIL, where that is not safe for a shared cache.
+        self._locked_reads = (
+            self._policy is not None
             or self._deadlines is not None
             or not (_gil_enabled() or isinstance(self, _SingleThreadLRUCache))
         )
+        # Anything but a count-bounded (or unbounded) plain LRU takes the slower,
+        # general put path; the plain one stays a few dictionary operations long.
+        self._special = weigh or self._locked_reads
         self._hold_entries: int | None = None
         self._hold_bytes: int | None = None
         self._bound = _UNBOUNDED
@@ -360,10 +361,11 @@ class LRUCache(MutableMapping[K, V]):
     def get(self, key: K, /, default: Any = None) -> Any:
         """Return the value for ``key`` (counting a hit and refreshing it) or ``default``.
 
-        Raises ``TypeError`` for an unhashable key. On a plain LRU with the
-        GIL this takes no lock; it is still thread-safe (module docstring).
+        Raises ``TypeError`` for an unhashable key. On an LRU without TTL,
+        with the GIL, this takes no lock; it is still thread-safe (module
+        docstring).
         """
-        if self._special:
+        if self._locked_reads:
             return self._get_special(key, default)
         try:
             value = self._data_get(key, _MISSING)
@@ -468,7 +470,7 @@ class LRUCache(MutableMapping[K, V]):
         if type(key) not in _ATOMIC_KEY_TYPES and not _atomic_key(key):
             # Hashing this key may run Python code, which lock-free gets
             # cannot tolerate: from now on every get takes the lock.
-            self._special = True
+            self._locked_reads = self._special = True
             self._put_special(key, value)
             return
         data = self._data
@@ -498,6 +500,8 @@ class LRUCache(MutableMapping[K, V]):
             hash(key)
         except TypeError:
             raise _unhashable(key) from None
+        if not self._locked_reads and not _atomic_key(key):
+            self._locked_reads = True  # as in put, before the key is stored
         # Weighing runs outside the lock: sizeof may be slow.
         size = self._weigh(value) if self._sizes is not None else 0
         with self._lock:
