@@ -112,10 +112,11 @@ class _FutureWaiter(Generic[T]):
 
     ``anyio.Event`` on asyncio wraps an ``asyncio.Event`` that wraps futures;
     a contended pool parks once per acquire, and profiles showed those layers.
-    An earlier version subclassed ``asyncio.Future``: the task's resume path
-    then falls back to generic attribute lookups and method calls, which cost
-    more than this small holder. Cancellation (anyio cancel scopes included)
-    cancels the awaited future just as it would inside ``asyncio.Event.wait``.
+    The waiter holds the future rather than subclassing it: for a subclass,
+    ``asyncio.Task`` falls back to generic attribute lookups and method calls
+    on every park, which cost more than this small holder. Cancellation (anyio
+    cancel scopes included) cancels the awaited future just as it would inside
+    ``asyncio.Event.wait``.
     """
 
     __slots__ = ("create", "entry", "error", "fut")
@@ -524,10 +525,10 @@ class ObjectPool(Generic[T]):
         so waking is the whole acquire. Anything else takes the general path.
         """
         core = self._core
+        queued_at = self._clock()  # read first: once parked, nothing may raise before the wait
         waiter = core.park_if_busy(self._waiter_factory or self._waiter_kind())
         if waiter is None:
             return await self._acquire_inner(None)
-        queued_at = self._clock()
         try:
             await waiter.wait()
         except BaseException:
