@@ -10,6 +10,7 @@ import contextlib
 import random
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -71,8 +72,20 @@ def _hammer(
     threads: int = 4,
     ops: int = 6_000,
     clock: ManualClock | None = None,
+    check: Callable[[int, Any, float], None] | None = None,
+    get_share: float = 0.70,
+    put_share: float = 0.23,
 ) -> None:
-    """Run mixed operations from several threads; check counts and invariants."""
+    """Run mixed operations from several threads; check counts and invariants.
+
+    ``check(key, value, before)`` vets each value a get returns; ``before`` is
+    the clock read just before that get.
+    """
+    if check is None:
+
+        def check(key: int, value: Any, before: float) -> None:
+            assert value == value_of(key)
+
     gets = [0] * threads
     hits = [0] * threads
     errors: list[BaseException] = []
@@ -86,23 +99,28 @@ def _hammer(
             for _ in range(ops):
                 key = int(rng.paretovariate(1.0)) % 200
                 roll = rng.random()
-                if roll < 0.70:
+                if roll < get_share:
                     gets[index] += 1
+                    before = clock() if clock is not None else 0.0
                     value = cache.get(key, MISS)
                     if value is not MISS:
                         hits[index] += 1
-                        assert value == value_of(key)
-                elif roll < 0.93:
-                    cache.put(key, value_of(key))
-                elif roll < 0.97:
+                        check(key, value, before)
+                elif (roll := roll - get_share) < put_share:
+                    value = value_of(key)
+                    cache.put(key, value)
+                    if isinstance(value, Stamped) and clock is not None:
+                        value.written = clock()
+                elif (roll := roll - put_share) < 0.04:
                     cache.pop(key, None)
-                elif roll < 0.985:
+                elif roll < 0.055:
                     cache.shrink(0.3)
-                elif roll < 0.99:
+                elif roll < 0.06:
                     cache.clear()
                 elif clock is not None:
                     clock.advance(0.4)
-                    cache.sweep_expired()
+                    if rng.random() < 0.3:  # else expired entries wait for a get or put
+                        cache.sweep_expired()
                 else:
                     with contextlib.suppress(KeyError):  # emptied by another thread
                         cache.popitem()
@@ -145,7 +163,34 @@ def test_hammer_byte_bounded_lru_lock_free_reads() -> None:
     assert not cache._locked_reads
 
 
-def test_hammer_bytes_and_ttl_locked_path() -> None:
+class Stamped:
+    """A value that learns, after the put, a time no earlier than its own write."""
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+        self.written: float | None = None
+
+
+def test_hammer_ttl_lock_free_reads_never_return_expired() -> None:
+    clock = ManualClock()
+    ttl = 1.0
+    cache: TTLCache[int, Stamped] = TTLCache(ttl, 40, clock=clock)
+    assert cache._ttl_free_reads
+
+    def fresh(key: int, value: Stamped, before: float) -> None:
+        # The put read the clock no later than ``written``, so the entry's
+        # deadline is at most written + ttl; the get happened after
+        # ``before`` and saw it live, so the deadline is later than that.
+        assert value.key == key
+        assert value.written is None or value.written + ttl > before
+
+    # Few puts (each put sweeps) and many clock steps: gets meet expired entries.
+    _hammer(cache, Stamped, clock=clock, check=fresh, get_share=0.85, put_share=0.05)
+    assert cache._ttl_free_reads
+    assert cache.stats().expirations > 0
+
+
+def test_hammer_bytes_and_ttl() -> None:
     clock = ManualClock()
     cache: TTLCache[int, bytes] = TTLCache(1.0, 40, max_bytes=300, sizeof=len, clock=clock)
     _hammer(cache, lambda k: b"x" * (k % 17 + 1), clock=clock)
@@ -329,9 +374,13 @@ def test_weighing_cache_switches_too() -> None:
     assert cache.stats().nbytes == 3
 
 
-def test_ttl_and_tinylfu_gets_always_lock() -> None:
-    assert TTLCache(1.0, 4)._locked_reads
-    assert LRUCache(4, policy="tinylfu")._locked_reads
+def test_which_gets_lock() -> None:
+    ttl: TTLCache[int, int] = TTLCache(1.0, 4)
+    assert ttl._locked_reads and ttl._ttl_free_reads  # the general path, lock-free
+    tiny: LRUCache[int, int] = LRUCache(4, policy="tinylfu")
+    assert tiny._locked_reads and not tiny._ttl_free_reads
+    ttl_tiny: TTLCache[int, int] = TTLCache(1.0, 4, policy="tinylfu")
+    assert ttl_tiny._locked_reads and not ttl_tiny._ttl_free_reads
 
 
 def test_single_thread_cache_never_switches() -> None:
@@ -386,3 +435,117 @@ def test_without_the_gil_every_shared_cache_locks(monkeypatch: pytest.MonkeyPatc
     assert not own._locked_reads
     monkeypatch.setattr(sys, "_is_gil_enabled", lambda: True, raising=False)
     assert not LRUCache(4)._locked_reads
+
+
+# -- TTL gets without the lock -----------------------------------------------
+
+
+class HookedDeadlines(OrderedDict[Any, float]):
+    """The deadline table, with a hook run right after a get reads a deadline."""
+
+    def __init__(self, cache: LRUCache[Any, Any]) -> None:
+        super().__init__(cache._deadlines or {})
+        self.cache = cache
+        self.after_get: Callable[[Any], None] | None = None
+        self.values_at_write: list[Any] = []
+
+    def get(self, key: Any, default: Any = None) -> Any:  # type: ignore[override]
+        deadline = super().get(key, default)
+        hook, self.after_get = self.after_get, None
+        if hook is not None:
+            hook(key)
+        return deadline
+
+    def __setitem__(self, key: Any, deadline: float) -> None:
+        self.values_at_write.append(self.cache._data.get(key))
+        super().__setitem__(key, deadline)
+
+
+def _ttl_cache() -> tuple[TTLCache[str, str], ManualClock, HookedDeadlines]:
+    clock = ManualClock()
+    cache: TTLCache[str, str] = TTLCache(1.0, 4, clock=clock)
+    hooked = HookedDeadlines(cache)
+    cache._deadlines = hooked
+    return cache, clock, hooked
+
+
+def test_ttl_deadline_is_written_after_the_value() -> None:
+    cache, _, hooked = _ttl_cache()
+    cache.put("k", "v1")
+    cache.put("k", "v2")
+    assert hooked.values_at_write == ["v1", "v2"]
+
+
+def test_ttl_expired_entry_is_not_returned() -> None:
+    cache, clock, _ = _ttl_cache()
+    cache.put("k", "v")
+    clock.advance(1.0)
+    assert cache.get("k", "gone") == "gone"
+    stats = cache.stats()
+    assert (stats.hits, stats.misses, stats.expirations, stats.size) == (0, 1, 1, 0)
+    _check_locked(cache)
+
+
+def test_ttl_replace_between_deadline_and_value() -> None:
+    cache, clock, hooked = _ttl_cache()
+    cache.put("k", "old")
+    clock.advance(0.5)
+
+    def replace(key: str) -> None:
+        clock.advance(0.4)
+        cache.put(key, "new")
+
+    hooked.after_get = replace
+    # Read the old deadline (1.0), then the new value, at 0.9: the new value
+    # is live (deadline 1.9), and is what the get returns.
+    assert cache.get("k") == "new"
+    assert cache.stats().hits == 1
+
+
+def test_ttl_expiry_and_replace_between_deadline_and_value() -> None:
+    cache, clock, hooked = _ttl_cache()
+    cache.put("k", "old")
+
+    def expire_and_replace(key: str) -> None:
+        clock.advance(1.2)
+        cache.put(key, "new")  # sweeps "old" first
+
+    hooked.after_get = expire_and_replace
+    # The old deadline (1.0) has passed: the get decides under the lock,
+    # where it finds the new entry live.
+    assert cache.get("k") == "new"
+    stats = cache.stats()
+    assert (stats.hits, stats.misses, stats.expirations) == (1, 0, 1)
+
+
+def test_ttl_sweep_between_deadline_and_value() -> None:
+    cache, clock, hooked = _ttl_cache()
+    cache.put("k", "old")
+
+    def sweep(key: str) -> None:
+        clock.advance(1.2)
+        cache.sweep_expired()
+
+    hooked.after_get = sweep
+    assert cache.get("k", "gone") == "gone"
+    stats = cache.stats()
+    assert (stats.hits, stats.misses, stats.expirations, stats.size) == (0, 1, 1, 0)
+
+
+def test_ttl_expiry_between_value_and_clock() -> None:
+    cache, clock, _ = _ttl_cache()
+    cache.put("k", "v")
+    clock.advance(0.5)
+    _race_after_lookup(cache, lambda key: clock.advance(0.6))
+    # The clock read after the value says the entry has expired: not returned.
+    assert cache.get("k", "gone") == "gone"
+    assert "k" not in cache
+    assert cache.stats().expirations == 1
+
+
+def test_ttl_cache_switches_to_locked_gets() -> None:
+    cache: TTLCache[Any, int] = TTLCache(1.0, 4)
+    cache.put(KeyWithPythonHash(1), 1)
+    assert not cache._ttl_free_reads
+    assert cache._locked_reads
+    assert cache.get(KeyWithPythonHash(1)) == 1

@@ -6,11 +6,12 @@ plain LRU path is kept free of policy and TTL branches (they live in
 ``_get_special`` / ``_put_special``) because the lookup is the hot path users
 compare against ``cachetools`` and ``functools.lru_cache``.
 
-Lock-free reads of a plain LRU
-------------------------------
+Lock-free reads
+---------------
 Every structural change (insert, replace, evict, pop, clear, shrink, expiry,
-byte accounting) happens under the cache's lock. On an LRU without TTL or
-W-TinyLFU (count- or byte-bounded) ``get`` does not take it: a get is
+byte accounting) happens under the cache's lock. On an LRU without
+W-TinyLFU (count- or byte-bounded, with or without TTL) ``get`` does not take
+it: a get is
 
     R1  value = data.get(key)       one C call
     R2  data.move_to_end(key)       one C call, hits only
@@ -41,7 +42,16 @@ Interleavings of a lock-free get with a locked writer W:
   while it is copied. Right after the switch to locked gets, a reader
   that checked ``_locked_reads`` before the switch can still do one R2; the
   copies retry on the ``RuntimeError`` that would raise, which ends once
-  each thread has done its one stale R2.
+  each thread has done its one stale R2. Gets only read the TTL deadline
+  table, so its sweeps are never disturbed.
+* TTL (``_get_ttl``): a get first reads the deadline (R0), then the value
+  (R1), then the clock. Every put writes the value before the deadline and
+  every removal drops the value before the deadline, so a value read after
+  a deadline d is at least as new as d, and (with a clock that never goes
+  back) its own deadline is >= d. If d is later than the clock, the value
+  was live at R1 and is returned; if not, the get redoes the lookup under
+  the lock, which drops an expired entry and counts the expiry. No deadline
+  at R0 or no value at R1 is a miss: before the put or after the removal.
 * W's own multi-step logic (``len`` before and after an insert, the size
   peak, the eviction count, ``sizes``/``nbytes``) is exact: a reader never
   adds or removes a key and touches only the order and its counters.
@@ -202,9 +212,9 @@ class LRUCache(MutableMapping[K, V]):
 
     Raises ``TypeError``/``ValueError`` for bad arguments. All methods are
     thread-safe: one lock per cache guards every change; ``sizeof`` runs
-    outside it. A get on an LRU without TTL or W-TinyLFU holding keys of
-    builtin scalar types reads without the lock under the GIL (see the
-    module docstring). ``thread_safe=False`` drops the lock from the plain
+    outside it. A get on an LRU without W-TinyLFU holding keys of builtin
+    scalar types reads without the lock under the GIL; an expired entry is
+    dropped under it (see the module docstring). ``thread_safe=False`` drops the lock from the plain
     LRU put path too, for a cache used by one thread only (say, one event loop).
     """
 
@@ -240,6 +250,7 @@ class LRUCache(MutableMapping[K, V]):
         "_sizes",
         "_special",
         "_ttl",
+        "_ttl_free_reads",
     )
 
     def __new__(cls, *args: Any, thread_safe: bool = True, **kwargs: Any) -> Self:
@@ -292,13 +303,15 @@ class LRUCache(MutableMapping[K, V]):
         if policy == "tinylfu":
             maximum = max_bytes if max_bytes is not None else capacity
             self._policy = _WTinyLFU(maximum, capacity if capacity is not None else 1024)
-        # Gets of an LRU without TTL read without the lock (module docstring),
-        # except without the GIL, where that is not safe for a shared cache.
-        self._locked_reads = (
-            self._policy is not None
-            or self._deadlines is not None
-            or not (_gil_enabled() or isinstance(self, _SingleThreadLRUCache))
+        # Gets of an LRU read without the lock (module docstring), except
+        # without the GIL, where that is not safe for a shared cache. A TTL
+        # cache's get takes the general path, which reads without the lock
+        # too when _ttl_free_reads says so.
+        shared_reads = self._policy is None and (
+            _gil_enabled() or isinstance(self, _SingleThreadLRUCache)
         )
+        self._locked_reads = not shared_reads or self._deadlines is not None
+        self._ttl_free_reads = shared_reads and self._deadlines is not None
         # Anything but a count-bounded (or unbounded) plain LRU takes the slower,
         # general put path; the plain one stays a few dictionary operations long.
         self._special = weigh or self._locked_reads
@@ -361,9 +374,9 @@ class LRUCache(MutableMapping[K, V]):
     def get(self, key: K, /, default: Any = None) -> Any:
         """Return the value for ``key`` (counting a hit and refreshing it) or ``default``.
 
-        Raises ``TypeError`` for an unhashable key. On an LRU without TTL,
-        with the GIL, this takes no lock; it is still thread-safe (module
-        docstring).
+        Raises ``TypeError`` for an unhashable key. On an LRU (not W-TinyLFU)
+        with the GIL this takes no lock unless the entry has expired; it is
+        still thread-safe (module docstring).
         """
         if self._locked_reads:
             return self._get_special(key, default)
@@ -383,6 +396,36 @@ class LRUCache(MutableMapping[K, V]):
         return value
 
     def _get_special(self, key: K, default: Any) -> Any:
+        if self._ttl_free_reads:
+            return self._get_ttl(key, default)
+        return self._get_locked(key, default)
+
+    def _get_ttl(self, key: K, default: Any) -> Any:
+        # The deadline is read before the value and written after it
+        # (_put_special_locked), so the value read is at least as new as the
+        # deadline: if that deadline is in the future, so is the value's.
+        try:
+            deadline = self._deadlines.get(key)  # type: ignore[union-attr]
+        except TypeError:
+            raise _unhashable(key) from None
+        if deadline is None:
+            next(self._free_misses)
+            return default
+        value = self._data_get(key, _MISSING)
+        if value is _MISSING:
+            next(self._free_misses)
+            return default
+        if deadline <= self._clock():
+            # Expired, or replaced since: decide, and drop it, under the lock.
+            return self._get_locked(key, default)
+        try:  # noqa: SIM105 - as in get
+            self._move_to_end(key)
+        except KeyError:
+            pass
+        next(self._free_hits)
+        return value
+
+    def _get_locked(self, key: K, default: Any) -> Any:
         lock = self._lock
         lock.acquire()
         try:
@@ -500,8 +543,10 @@ class LRUCache(MutableMapping[K, V]):
             hash(key)
         except TypeError:
             raise _unhashable(key) from None
-        if not self._locked_reads and not _atomic_key(key):
-            self._locked_reads = True  # as in put, before the key is stored
+        if (self._ttl_free_reads or not self._locked_reads) and not _atomic_key(key):
+            # As in put, before the key is stored.
+            self._locked_reads = True
+            self._ttl_free_reads = False
         # Weighing runs outside the lock: sizeof may be slow.
         size = self._weigh(value) if self._sizes is not None else 0
         with self._lock:
@@ -515,10 +560,12 @@ class LRUCache(MutableMapping[K, V]):
         if deadlines is not None:
             now = self._clock()
             self._sweep_locked(now)
-            deadlines[key] = now + self._ttl  # type: ignore[operator]
-            deadlines.move_to_end(key)
         present = key in data
         data[key] = value
+        if deadlines is not None:
+            # After the value: a lock-free get reads the deadline first.
+            deadlines[key] = now + self._ttl  # type: ignore[operator]
+            deadlines.move_to_end(key)
         weight = size if self._max_bytes is not None else 1
         if present:
             if sizes is not None:
