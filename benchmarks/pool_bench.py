@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from benchmarks._harness import Row, speed_row
+from benchmarks._harness import Row, markdown, speed_row
 from memwarden.pool import ObjectPool
 
 
@@ -182,3 +183,7 @@ def rows(quick: bool) -> list[Row]:
         )
     )
     return out
+
+
+if __name__ == "__main__":
+    print(markdown(rows("--quick" in sys.argv[1:])))
