@@ -44,7 +44,7 @@ Interleavings of a lock-free get with a locked writer W:
   copies retry on the ``RuntimeError`` that would raise, which ends once
   each thread has done its one stale R2. Gets only read the TTL deadline
   table, so its sweeps are never disturbed.
-* TTL (``_get_ttl``): a get first reads the deadline (R0), then the value
+* TTL (``_get_special``): a get first reads the deadline (R0), then the value
   (R1), then the clock. Every put writes the value before the deadline and
   every removal drops the value before the deadline, so a value read after
   a deadline d is at least as new as d, and (with a clock that never goes
@@ -396,36 +396,31 @@ class LRUCache(MutableMapping[K, V]):
         return value
 
     def _get_special(self, key: K, default: Any) -> Any:
+        # Both branches are inline: a helper call would cost a Python frame.
         if self._ttl_free_reads:
-            return self._get_ttl(key, default)
-        return self._get_locked(key, default)
-
-    def _get_ttl(self, key: K, default: Any) -> Any:
-        # The deadline is read before the value and written after it
-        # (_put_special_locked), so the value read is at least as new as the
-        # deadline: if that deadline is in the future, so is the value's.
-        try:
-            deadline = self._deadlines.get(key)  # type: ignore[union-attr]
-        except TypeError:
-            raise _unhashable(key) from None
-        if deadline is None:
-            next(self._free_misses)
-            return default
-        value = self._data_get(key, _MISSING)
-        if value is _MISSING:
-            next(self._free_misses)
-            return default
-        if deadline <= self._clock():
+            # A TTL get without the lock. The deadline is read before the
+            # value and written after it (_put_special_locked), so the value
+            # read is at least as new as the deadline: if that deadline is in
+            # the future, so is the value's.
+            try:
+                deadline = self._deadlines.get(key)  # type: ignore[union-attr]
+            except TypeError:
+                raise _unhashable(key) from None
+            if deadline is None:
+                next(self._free_misses)
+                return default
+            value = self._data_get(key, _MISSING)
+            if value is _MISSING:
+                next(self._free_misses)
+                return default
+            if deadline > self._clock():
+                try:  # noqa: SIM105 - as in get
+                    self._move_to_end(key)
+                except KeyError:
+                    pass
+                next(self._free_hits)
+                return value
             # Expired, or replaced since: decide, and drop it, under the lock.
-            return self._get_locked(key, default)
-        try:  # noqa: SIM105 - as in get
-            self._move_to_end(key)
-        except KeyError:
-            pass
-        next(self._free_hits)
-        return value
-
-    def _get_locked(self, key: K, default: Any) -> Any:
         lock = self._lock
         lock.acquire()
         try:
@@ -543,7 +538,11 @@ class LRUCache(MutableMapping[K, V]):
             hash(key)
         except TypeError:
             raise _unhashable(key) from None
-        if (self._ttl_free_reads or not self._locked_reads) and not _atomic_key(key):
+        if (
+            type(key) not in _ATOMIC_KEY_TYPES
+            and (self._ttl_free_reads or not self._locked_reads)
+            and not _atomic_key(key)
+        ):
             # As in put, before the key is stored.
             self._locked_reads = True
             self._ttl_free_reads = False
