@@ -549,3 +549,11 @@ def test_ttl_cache_switches_to_locked_gets() -> None:
     assert not cache._ttl_free_reads
     assert cache._locked_reads
     assert cache.get(KeyWithPythonHash(1)) == 1
+
+
+def test_unhashable_key_does_not_switch_gets_to_the_lock() -> None:
+    for cache in (LRUCache(4), TTLCache(1.0, 4), LRUCache(4, max_bytes=100, sizeof=len)):
+        for key in ([1], (1, [2])):
+            with pytest.raises(TypeError, match="hashable"):
+                cache.put(key, b"x")
+        assert not cache._locked_reads or cache._ttl_free_reads

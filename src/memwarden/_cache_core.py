@@ -507,8 +507,7 @@ class LRUCache(MutableMapping[K, V]):
             return
         if type(key) not in _ATOMIC_KEY_TYPES and not _atomic_key(key):
             # Hashing this key may run Python code, which lock-free gets
-            # cannot tolerate: from now on every get takes the lock.
-            self._locked_reads = self._special = True
+            # cannot tolerate: _put_special switches them to the lock first.
             self._put_special(key, value)
             return
         data = self._data
@@ -543,8 +542,10 @@ class LRUCache(MutableMapping[K, V]):
             and (self._ttl_free_reads or not self._locked_reads)
             and not _atomic_key(key)
         ):
-            # As in put, before the key is stored.
-            self._locked_reads = True
+            # Hashing this key may run Python code, which lock-free gets
+            # cannot tolerate: from now on every get takes the lock. This
+            # happens before the key is stored (module docstring).
+            self._locked_reads = self._special = True
             self._ttl_free_reads = False
         # Weighing runs outside the lock: sizeof may be slow.
         size = self._weigh(value) if self._sizes is not None else 0
