@@ -1,7 +1,8 @@
 """LRUCache under threads: invariants, exact counters, and the lock-free get's races.
 
-A plain LRU reads without the lock (see ``memwarden._cache_core``); these tests
-force thread switches every few bytecodes and check what must still hold.
+LRU and TTL caches answer gets without the lock (see ``memwarden._cache_core``);
+these tests force thread switches every few bytecodes and check what must
+still hold, and replay each race between a get's steps and a locked change.
 """
 
 from __future__ import annotations

@@ -396,7 +396,7 @@ class LRUCache(MutableMapping[K, V]):
         return value
 
     def _get_special(self, key: K, default: Any) -> Any:
-        # Both branches are inline: a helper call would cost a Python frame.
+        # Both branches are inline: a method call would cost a Python frame.
         if self._ttl_free_reads:
             # A TTL get without the lock. The deadline is read before the
             # value and written after it (_put_special_locked), so the value
