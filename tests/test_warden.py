@@ -298,3 +298,44 @@ async def test_tracked_packages_become_leak_series(
         assert history[-1][1] > history[0][1] >= 50_000
         assert warden.leaks.series()["package.pkg_growing.bytes"] == "package"
     sys.modules.pop("pkg_growing", None)
+
+
+async def test_timeout_in_the_body_shuts_everything_down(
+    clock: ManualClock, probe: StaticProbe
+) -> None:
+    closed: list[object] = []
+    with pytest.raises(TimeoutError):
+        with anyio.fail_after(0.05):
+            async with make(clock, probe) as warden:
+                pool = warden.create_pool("p", object, close=closed.append)
+                await pool.release(await pool.acquire())
+                await anyio.sleep_forever()
+    assert pool.closed and len(closed) == 1
+    assert not warden.supervisor.running
+    assert warden.manager.current_usage == 0
+
+
+async def test_cancelled_acquire_at_the_creation_gate_leaks_nothing(
+    clock: ManualClock, probe: StaticProbe
+) -> None:
+    async with make(clock, probe) as warden:
+        pool = warden.create_pool("conns", object, max_size=1)
+        probe.set_fraction(0.97)
+        warden.monitor.sample_now()
+
+        async def take() -> None:
+            await pool.acquire()
+
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(take)
+                await settle(clock)
+                assert pool.stats().pending == 1  # a creation slot held at the gate
+                scope.cancel()
+        stats = pool.stats()
+        assert (stats.size, stats.pending, stats.waiters, stats.in_use) == (0, 0, 0, 0)
+        probe.set_fraction(0.5)
+        warden.monitor.sample_now()
+        obj = await pool.acquire()  # the slot came back
+        assert pool.stats().in_use == 1
+        await pool.release(obj)
