@@ -50,6 +50,7 @@ class PoolCoreMachine(RuleBasedStateMachine):
         self.resetting: list[Entry[list[int]]] = []
         self.acquires = 0
         self.releases = 0
+        self.in_use_seen = 0  # the highest in-use count seen after any step
 
     @initialize(
         max_size=st.integers(1, 5),
@@ -332,15 +333,36 @@ class PoolCoreMachine(RuleBasedStateMachine):
         core = self.core
         idle = [id(e.obj) for e in core.idle]
         assert len(idle) == len(set(idle))
-        tables: list[Any] = [set(idle), set(core.checking), set(core.in_use), set(core.returning)]
+        in_use = [e.key for e in core.held_entries()]
+        tables: list[Any] = [set(idle), set(core.checking), set(in_use), set(core.returning)]
         for i, a in enumerate(tables):
             for b in tables[i + 1 :]:
                 assert not (a & b)
 
     @invariant()
+    def registry_is_exactly_the_objects_that_exist(self) -> None:
+        core = self.core
+        for key, entry in core.entries.items():
+            assert key == entry.key == id(entry.obj)
+        states: dict[int, Any] = {id(e.obj): e for e in core.idle}
+        states.update(core.checking)
+        states.update(core.returning)
+        states.update((e.key, e) for e in core.held_entries())
+        assert states.keys() == core.entries.keys()
+        assert all(states[k] is e for k, e in core.entries.items())
+        # Only in-use entries are held; idle, checking and returning ones are not.
+        for entry in [*core.idle, *core.checking.values(), *core.returning.values()]:
+            assert not entry.held
+        assert core.in_use == len(core.held_entries())
+        # The held objects are exactly those user code holds.
+        assert sorted(e.key for e in core.held_entries()) == sorted(id(o) for o in self.held)
+        for obj in self.held:
+            assert core.owns(obj)
+
+    @invariant()
     def acquired_minus_released_is_in_use(self) -> None:
-        assert self.acquires - self.releases == len(self.core.in_use) + len(self.core.force_closed)
-        assert self.core.acquired - self.core.released == len(self.core.in_use)
+        assert self.acquires - self.releases == self.core.in_use + len(self.core.force_closed)
+        assert self.core.acquired - self.core.released == self.core.in_use
 
     @invariant()
     def objects_are_conserved(self) -> None:
@@ -363,7 +385,11 @@ class PoolCoreMachine(RuleBasedStateMachine):
     @invariant()
     def peaks_bound_current(self) -> None:
         core = self.core
-        assert core.in_use_peak >= len(core.in_use)
+        assert core.in_use_peak >= core.in_use
+        # Exact, not just an upper bound: no step lends an object and takes one
+        # back within itself, so the peak is the highest count seen between steps.
+        self.in_use_seen = max(self.in_use_seen, core.in_use)
+        assert core.in_use_peak == self.in_use_seen
         assert core.waiters_peak >= len(core.waiters)
 
 

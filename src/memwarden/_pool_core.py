@@ -13,9 +13,16 @@ Every object the pool owns is in exactly one state::
     idle      -- deque, coldest on the left, the next to hand out on the right (LIFO,
                  so a small working set stays warm and the rest ages out)
     checking  -- handed to an acquirer that has not resumed or is validating it
-    in_use    -- held by user code; keyed by ``id(obj)`` (objects may be unhashable)
+    in_use    -- held by user code: its entry's ``held`` flag is set
     returning -- released, its ``reset`` hook running
     pending   -- a count of creations in progress (slots reserved for the factory)
+
+``entries`` registers every object that exists, keyed by ``id(obj)`` (objects
+may be unhashable), from its creation until it is destroyed. Lending and
+taking back flip ``held`` and a counter instead of inserting into and deleting
+from a table: that is the whole uncontended cycle, and the dict churn was most
+of its cost. Registered objects are alive, so an id found there identifies
+the object; a live foreign object cannot share it.
 
 ``idle + checking + in_use + returning + pending <= max_size`` always holds.
 Waiters are served strictly FIFO and are handed what frees up directly, so a
@@ -59,6 +66,7 @@ class Entry(Generic[T]):
         "acquired_at",
         "created_at",
         "expires_at",
+        "held",
         "idle_since",
         "key",
         "leak_reported",
@@ -72,6 +80,7 @@ class Entry(Generic[T]):
         self.created_at = created_at
         self.expires_at = expires_at
         self.idle_since = created_at
+        self.held = False
         self.acquired_at = 0.0
         self.stack: object = None
         self.leak_reported = False
@@ -131,8 +140,9 @@ class PoolCore(Generic[T]):
         self._rng = rng or random.Random()
         self.claim_needed = claim_needed
         self.idle: deque[Entry[T]] = deque()
+        self.entries: dict[int, Entry[T]] = {}
         self.checking: dict[int, Entry[T]] = {}
-        self.in_use: dict[int, Entry[T]] = {}
+        self.in_use = 0
         self.returning: dict[int, Entry[T]] = {}
         self.pending = 0
         # A deque, as asyncio's own queues and locks use: appending and popping
@@ -163,26 +173,40 @@ class PoolCore(Generic[T]):
     @property
     def size(self) -> int:
         """Objects that exist: idle, being checked, in use or being reset."""
-        return len(self.idle) + len(self.checking) + len(self.in_use) + len(self.returning)
+        return len(self.entries)
 
     @property
     def acquired(self) -> int:
         """Acquires completed: every release (or force-close) follows one."""
-        return self.released + len(self.in_use)
+        return self.released + self.in_use
 
     @property
     def outstanding(self) -> int:
         """Objects and creations not yet back in the idle set."""
-        return len(self.checking) + len(self.in_use) + len(self.returning) + self.pending
+        return len(self.checking) + self.in_use + len(self.returning) + self.pending
 
     def owns(self, obj: object) -> bool:
         """Whether ``obj`` (by identity) is anywhere in this pool."""
-        key = id(obj)
-        for table in (self.in_use, self.checking, self.returning):
-            entry = table.get(key)
-            if entry is not None and entry.obj is obj:
-                return True
-        return any(e.obj is obj for e in self.idle)
+        entry = self.entries.get(id(obj))
+        return entry is not None and entry.obj is obj
+
+    def held_entries(self) -> list[Entry[T]]:
+        """The entries of the objects user code holds (in use)."""
+        return [e for e in self.entries.values() if e.held]
+
+    def _hold(self, entry: Entry[T]) -> None:
+        entry.held = True
+        in_use = self.in_use = self.in_use + 1
+        if in_use > self.in_use_peak:
+            self.in_use_peak = in_use
+
+    def _unhold(self, entry: Entry[T]) -> None:
+        entry.held = False
+        self.in_use -= 1
+
+    def _forget(self, entry: Entry[T]) -> None:
+        del self.entries[entry.key]
+        self.destroyed += 1
 
     # -- acquire ---------------------------------------------------------------
 
@@ -192,13 +216,16 @@ class PoolCore(Generic[T]):
         Only valid when the pool needs no per-object checks (no validate, no
         lifetime, no leak tracking); the caller guarantees that.
         """
+        # No waiter check: objects are only idle while nobody waits (what frees
+        # up goes to the longest waiter first), so a non-empty idle set implies
+        # an empty queue and taking from it never overtakes a parked task.
         idle = self.idle
-        if idle and not self.waiters:
+        if idle:
             entry = idle.pop()
-            in_use = self.in_use
-            in_use[entry.key] = entry
-            if len(in_use) > self.in_use_peak:
-                self.in_use_peak = len(in_use)
+            entry.held = True
+            in_use = self.in_use = self.in_use + 1
+            if in_use > self.in_use_peak:
+                self.in_use_peak = in_use
             return entry.obj
         return MISSING
 
@@ -221,7 +248,7 @@ class PoolCore(Generic[T]):
                 expired = []
             entry = self._pop_live_idle(now, expired)
             if entry is not None:
-                self.checking[id(entry.obj)] = entry
+                self.checking[entry.key] = entry
                 return GRANT_OBJECT, entry, expired
             if self.size + self.pending < self.max_size:
                 self.pending += 1
@@ -256,7 +283,7 @@ class PoolCore(Generic[T]):
         while idle:
             entry = idle.pop()
             if entry.expires_at is not None and now >= entry.expires_at:
-                self.destroyed += 1
+                self._forget(entry)
                 expired.append(entry)
                 continue
             return entry
@@ -267,22 +294,23 @@ class PoolCore(Generic[T]):
 
         Raises ``PoolClosedError`` if the pool was force-closed meanwhile.
         """
-        key = id(entry.obj)
-        if self.checking.pop(key, None) is None:
+        if self.checking.pop(entry.key, None) is None:
             raise PoolClosedError("the pool was closed")
-        self.in_use[key] = entry
+        self._hold(entry)
         entry.acquired_at = now
         entry.leak_reported = False
-        if len(self.in_use) > self.in_use_peak:
-            self.in_use_peak = len(self.in_use)
 
     def unclaim(self, entry: Entry[T], now: float) -> Entry[T] | None:
         """Give back a granted object its acquirer no longer wants (it was cancelled).
 
         Returns the entry if the caller must close it (expired, or the pool closed).
         """
-        table = self.checking if self.claim_needed else self.in_use
-        if table.pop(entry.key, None) is None:
+        if self.claim_needed:
+            if self.checking.pop(entry.key, None) is None:
+                return None  # force-closed by aclose(): already handled
+        elif entry.held:
+            self._unhold(entry)
+        else:
             return None  # force-closed by aclose(): already handled
         return self._put_back(entry, now)
 
@@ -294,15 +322,15 @@ class PoolCore(Generic[T]):
         Raises ``PoolClosedError`` when the pool is closed.
         """
         self.validation_failures += 1
-        if self.checking.pop(id(entry.obj), None) is not None:
-            self.destroyed += 1
+        if self.checking.pop(entry.key, None) is not None:
+            self._forget(entry)
         if self.closed:
             self._maybe_drained()
             raise PoolClosedError("the pool is closed")
         expired: list[Entry[T]] = [] if self.max_lifetime is not None else _NONE_EXPIRED
         nxt = self._pop_live_idle(now, expired)
         if nxt is not None:
-            self.checking[id(nxt.obj)] = nxt
+            self.checking[nxt.key] = nxt
             return GRANT_OBJECT, nxt, expired
         self.pending += 1
         return GRANT_CREATE, None, expired
@@ -327,8 +355,8 @@ class PoolCore(Generic[T]):
         """On release: the entry if it was held past ``leak_threshold`` and not yet reported."""
         if self.leak_threshold is None:
             return None
-        entry = self.in_use.get(id(obj))
-        if entry is None or entry.obj is not obj or entry.leak_reported:
+        entry = self.entries.get(id(obj))
+        if entry is None or entry.obj is not obj or not entry.held or entry.leak_reported:
             return None
         if now - entry.acquired_at < self.leak_threshold:
             return None
@@ -359,7 +387,9 @@ class PoolCore(Generic[T]):
             # (HikariCP subtracts up to 2.5 % of maxLifetime).
             lifetime = self.max_lifetime * (1.0 - self._rng.random() * self.lifetime_jitter)
             expires_at = now + lifetime
-        return Entry(obj, now, expires_at)
+        entry = Entry(obj, now, expires_at)
+        self.entries[entry.key] = entry
+        return entry
 
     def add_created(self, obj: T, now: float) -> Entry[T] | None:
         """The factory returned ``obj`` for an acquirer: register it in ``checking``.
@@ -377,7 +407,7 @@ class PoolCore(Generic[T]):
             self._maybe_drained()
             return None
         entry = self._new_entry(obj, now)
-        self.checking[id(obj)] = entry
+        self.checking[entry.key] = entry
         self._note_size()
         return entry
 
@@ -415,12 +445,11 @@ class PoolCore(Generic[T]):
     # -- release -------------------------------------------------------------------
 
     def _lookup_in_use(self, obj: object) -> Entry[T]:
-        key = id(obj)
-        entry = self.in_use.get(key)
+        entry = self.entries.get(id(obj))
         if entry is None or entry.obj is not obj:
-            if self.owns(obj):
-                raise PoolError(f"object {obj!r} is not in use: it was already released")
             raise PoolError(f"object {obj!r} was not acquired from this pool")
+        if not entry.held:
+            raise PoolError(f"object {obj!r} is not in use: it was already released")
         return entry
 
     def release(self, obj: object, now: float) -> Entry[T] | None:
@@ -431,7 +460,7 @@ class PoolCore(Generic[T]):
         if self._forget_force_closed(obj):
             return None
         entry = self._lookup_in_use(obj)
-        del self.in_use[id(obj)]
+        self._unhold(entry)
         self.released += 1
         return self._put_back(entry, now)
 
@@ -443,28 +472,27 @@ class PoolCore(Generic[T]):
         """
         if self.closed:
             return False
-        # No identity check needed: ``obj`` and every in-use object are alive, and
-        # live objects never share an id.
-        key = id(obj)
-        in_use = self.in_use
-        try:
-            entry = in_use[key]
-        except KeyError:
-            return False
+        # No identity check needed: ``obj`` and every registered object are
+        # alive, and live objects never share an id.
+        entry = self.entries.get(id(obj))
+        if entry is None or not entry.held:
+            return False  # the general path raises the right PoolError
         self.released += 1
         waiters = self.waiters
         if not waiters:
-            del in_use[key]
+            entry.held = False
+            self.in_use -= 1
             self.idle.append(entry)
             return True
         # _grant, inlined: this is the hand-off of every contended release.
         waiter = waiters.popleft()
         waiter.entry = entry
         if self.claim_needed:
-            del in_use[key]
-            self.checking[key] = entry
-        # Otherwise the entry stays in in_use, now the waiter's: the count, and
-        # so the peak, do not change.
+            entry.held = False
+            self.in_use -= 1
+            self.checking[entry.key] = entry
+        # Otherwise the entry stays held, now by the waiter: the count, and so
+        # the peak, do not change.
         waiter.wake()
         return True
 
@@ -476,15 +504,14 @@ class PoolCore(Generic[T]):
         if self._forget_force_closed(obj):
             return None
         entry = self._lookup_in_use(obj)
-        key = id(obj)
-        del self.in_use[key]
-        self.returning[key] = entry
+        self._unhold(entry)
+        self.returning[entry.key] = entry
         self.released += 1
         return entry
 
     def finish_return(self, entry: Entry[T], now: float) -> Entry[T] | None:
         """Reset succeeded: hand the object on. Returns the entry if it must be closed."""
-        if self.returning.pop(id(entry.obj), None) is None:
+        if self.returning.pop(entry.key, None) is None:
             return None  # force-closed by aclose() while resetting
         return self._put_back(entry, now)
 
@@ -499,7 +526,7 @@ class PoolCore(Generic[T]):
 
     def _put_back(self, entry: Entry[T], now: float) -> Entry[T] | None:
         if self.closed or (entry.expires_at is not None and now >= entry.expires_at):
-            self.destroyed += 1
+            self._forget(entry)
             if self.closed:
                 self._maybe_drained()
             else:
@@ -513,10 +540,10 @@ class PoolCore(Generic[T]):
 
         Returns True if the caller must close it, False if aclose() already did.
         """
-        key = id(entry.obj)
+        key = entry.key
         if self.checking.pop(key, None) is None and self.returning.pop(key, None) is None:
             return False
-        self.destroyed += 1
+        self._forget(entry)
         if self.closed:
             self._maybe_drained()
         else:
@@ -539,10 +566,7 @@ class PoolCore(Generic[T]):
             self.checking[entry.key] = entry
         else:
             # Nothing to check before use: the object is the waiter's from now on.
-            in_use = self.in_use
-            in_use[entry.key] = entry
-            if len(in_use) > self.in_use_peak:
-                self.in_use_peak = len(in_use)
+            self._hold(entry)
         waiter.wake()
 
     def _hand_capacity(self) -> None:
@@ -567,8 +591,9 @@ class PoolCore(Generic[T]):
         """Remove idle objects, coldest first, until at most ``keep`` objects exist."""
         removed: list[Entry[T]] = []
         while self.idle and self.size > keep:
-            removed.append(self.idle.popleft())
-        self.destroyed += len(removed)
+            entry = self.idle.popleft()
+            self._forget(entry)
+            removed.append(entry)
         return removed
 
     def reapable(self, now: float) -> list[Entry[T]]:
@@ -585,12 +610,12 @@ class PoolCore(Generic[T]):
                 and size > self.min_size
             )
             if expired or stale:
+                self._forget(entry)
                 removed.append(entry)
                 size -= 1
             else:
                 kept.append(entry)
         self.idle = kept
-        self.destroyed += len(removed)
         return removed
 
     def find_leaks(self, now: float) -> list[Entry[T]]:
@@ -598,7 +623,7 @@ class PoolCore(Generic[T]):
         if self.leak_threshold is None:
             return []
         found = []
-        for entry in self.in_use.values():
+        for entry in self.held_entries():
             if not entry.leak_reported and now - entry.acquired_at >= self.leak_threshold:
                 entry.leak_reported = True
                 found.append(entry)
@@ -618,19 +643,23 @@ class PoolCore(Generic[T]):
             waiter.wake()
         removed = list(self.idle)
         self.idle.clear()
-        self.destroyed += len(removed)
+        for entry in removed:
+            self._forget(entry)
         self._maybe_drained()
         return removed
 
     def force_close(self) -> list[Entry[T]]:
         """After the close timeout: take every object still out, to be closed."""
-        removed = [*self.checking.values(), *self.in_use.values(), *self.returning.values()]
-        self.released += len(self.in_use)
+        held = self.held_entries()
+        removed = [*self.checking.values(), *held, *self.returning.values()]
+        self.released += self.in_use
         # Remember what users still hold so their late release() is a quiet no-op.
-        for key, entry in self.in_use.items():
-            self.force_closed[key] = entry.obj
+        for entry in held:
+            entry.held = False
+            self.force_closed[entry.key] = entry.obj
+        self.in_use = 0
         self.checking.clear()
-        self.in_use.clear()
         self.returning.clear()
-        self.destroyed += len(removed)
+        for entry in removed:
+            self._forget(entry)
         return removed

@@ -362,7 +362,7 @@ class ObjectPool(Generic[T]):
         core = self._core
         return (
             f"<ObjectPool {self.name or hex(id(self))} size={core.size}/{core.max_size} "
-            f"idle={len(core.idle)} in_use={len(core.in_use)} waiters={len(core.waiters)}"
+            f"idle={len(core.idle)} in_use={core.in_use} waiters={len(core.waiters)}"
             f"{' closed' if core.closed else ''}>"
         )
 
@@ -421,7 +421,7 @@ class ObjectPool(Generic[T]):
         label = f" {self.name!r}" if self.name else ""
         raise PoolExhaustedError(
             f"no object available from pool{label} within {timeout:g} s "
-            f"(max_size={core.max_size}, in_use={len(core.in_use)}, "
+            f"(max_size={core.max_size}, in_use={core.in_use}, "
             f"waiters={len(core.waiters)})"
         )
 
@@ -491,7 +491,7 @@ class ObjectPool(Generic[T]):
                 assert entry is not None
                 if self._validate is not None and not await self._check(entry):
                     bad = entry
-                    owned = core.checking.get(id(bad.obj)) is bad
+                    owned = core.checking.get(bad.key) is bad
                     try:
                         kind, entry, expired = core.reject(bad, self._clock())
                     finally:
@@ -786,7 +786,7 @@ class ObjectPool(Generic[T]):
         return PoolStats(
             size=core.size,
             idle=len(core.idle),
-            in_use=len(core.in_use),
+            in_use=core.in_use,
             waiters=len(core.waiters),
             created=core.created,
             destroyed=core.destroyed,
