@@ -473,10 +473,14 @@ class PoolCore(Generic[T]):
         if self.closed:
             return False
         # No identity check needed: ``obj`` and every registered object are
-        # alive, and live objects never share an id.
-        entry = self.entries.get(id(obj))
-        if entry is None or not entry.held:
+        # alive, and live objects never share an id. A subscript is cheaper than
+        # .get() when it hits, and a miss is an error path anyway.
+        try:
+            entry = self.entries[id(obj)]
+        except KeyError:
             return False  # the general path raises the right PoolError
+        if not entry.held:
+            return False
         self.released += 1
         waiters = self.waiters
         if not waiters:
