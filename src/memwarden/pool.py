@@ -255,6 +255,8 @@ class PoolLease(Generic[T]):
         """Release the object back to the pool."""
         obj, self._obj = self._obj, _NOTHING
         pool = self._pool
+        # ObjectPool.release's body, inlined: awaiting it would add a coroutine to
+        # every ``async with`` cycle, the path users compare with a Queue pool.
         give = pool._give
         if give is not None and give(obj):
             return
