@@ -215,6 +215,7 @@ class PoolCore(Generic[T]):
 
         Only valid when the pool needs no per-object checks (no validate, no
         lifetime, no leak tracking); the caller guarantees that.
+        ``PoolLease.__await__`` inlines this (the whole uncontended acquire).
         """
         # No waiter check: objects are only idle while nobody waits (what frees
         # up goes to the longest waiter first), so a non-empty idle set implies
@@ -464,30 +465,21 @@ class PoolCore(Generic[T]):
         self.released += 1
         return self._put_back(entry, now)
 
-    def release_nowait(self, obj: object) -> bool:
-        """Fast path: to the longest waiter or the idle set; False if it cannot decide.
+    def hand_back(self, entry: Entry[T]) -> None:
+        """Fast path: a held ``entry`` goes to the longest waiter, else to the idle set.
 
         Only valid when no per-object step applies (no reset, lifetime, idle-time
-        or leak tracking); the caller guarantees that.
+        or leak tracking) and the pool is open; the caller looked the entry up
+        in ``entries`` and checked ``held``. ``ObjectPool.release`` inlines the
+        idle branch (the whole uncontended release).
         """
-        if self.closed:
-            return False
-        # No identity check needed: ``obj`` and every registered object are
-        # alive, and live objects never share an id. A subscript is cheaper than
-        # .get() when it hits, and a miss is an error path anyway.
-        try:
-            entry = self.entries[id(obj)]
-        except KeyError:
-            return False  # the general path raises the right PoolError
-        if not entry.held:
-            return False
         self.released += 1
         waiters = self.waiters
         if not waiters:
             entry.held = False
             self.in_use -= 1
             self.idle.append(entry)
-            return True
+            return
         # _grant, inlined: this is the hand-off of every contended release.
         waiter = waiters.popleft()
         waiter.entry = entry
@@ -498,7 +490,6 @@ class PoolCore(Generic[T]):
         # Otherwise the entry stays held, now by the waiter: the count, and so
         # the peak, do not change.
         waiter.wake()
-        return True
 
     def begin_return(self, obj: object) -> Entry[T] | None:
         """Move ``obj`` from ``in_use`` to ``returning`` while its reset hook runs.
@@ -619,7 +610,9 @@ class PoolCore(Generic[T]):
                 size -= 1
             else:
                 kept.append(entry)
-        self.idle = kept
+        # In place: the pool's fast path keeps a reference to this deque.
+        self.idle.clear()
+        self.idle.extend(kept)
         return removed
 
     def find_leaks(self, now: float) -> list[Entry[T]]:

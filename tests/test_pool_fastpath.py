@@ -1,0 +1,111 @@
+"""Property test of ObjectPool's uncontended paths against a model.
+
+``PoolLease.__await__`` and ``ObjectPool.release`` carry inlined copies of the
+core's fast paths; this drives whole pools (fast path on and off) through
+random single-task sequences of acquires, releases and misuse, and checks every
+statistic against a plain model after each step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memwarden.errors import PoolError, PoolExhaustedError
+from memwarden.pool import ObjectPool
+
+# (name, pool keyword arguments): the first takes both fast paths, the others
+# turn one or both off.
+CONFIGS: list[tuple[str, dict[str, Any]]] = [
+    ("simple", {}),
+    ("min_size", {"min_size": 2}),
+    ("reset", {"reset": lambda obj: None}),
+    ("validate", {"validate": lambda obj: True}),
+    ("lifetime", {"max_lifetime": 1e9}),
+]
+
+OPS = st.lists(
+    st.one_of(
+        st.just(("await",)),
+        st.just(("with",)),
+        st.tuples(st.just("release"), st.integers(0, 7)),
+        st.tuples(st.just("twice"), st.integers(0, 7)),
+        st.just(("foreign",)),
+        st.just(("trim",)),
+    ),
+    max_size=40,
+)
+
+
+async def _run(config: dict[str, Any], ops: list[tuple[Any, ...]]) -> None:
+    made: list[list[int]] = []
+
+    def factory() -> list[int]:
+        obj = [len(made)]
+        made.append(obj)
+        return obj
+
+    pool: ObjectPool[list[int]] = ObjectPool(factory, max_size=4, **config)
+    held: list[list[int]] = []
+    released_objs: list[list[int]] = []
+    acquired = released = peak = 0
+
+    def check() -> None:
+        stats = pool.stats()
+        assert stats.in_use == len(held)
+        assert stats.acquired == acquired and stats.released == released
+        assert stats.in_use_peak == peak
+        assert stats.size == stats.idle + stats.in_use <= 4
+        assert len({id(o) for o in held}) == len(held), "an object was lent twice"
+
+    for op in ops:
+        kind = op[0]
+        if kind in ("await", "with"):
+            if len(held) == 4:
+                with pytest.raises(PoolExhaustedError):
+                    await pool.acquire(timeout=0)
+                continue
+            if kind == "await":
+                obj = await pool.acquire()
+                acquired += 1
+                held.append(obj)
+                peak = max(peak, len(held))
+            else:
+                async with pool.acquire() as obj:
+                    acquired += 1
+                    held.append(obj)
+                    peak = max(peak, len(held))
+                    check()
+                    held.remove(obj)
+                released += 1
+                released_objs.append(obj)
+        elif kind == "release" and held:
+            obj = held.pop(op[1] % len(held))
+            await pool.release(obj)
+            released += 1
+            released_objs.append(obj)
+        elif kind == "twice" and released_objs:
+            obj = released_objs[op[1] % len(released_objs)]
+            if not any(o is obj for o in held):
+                with pytest.raises(PoolError):
+                    await pool.release(obj)
+        elif kind == "foreign":
+            with pytest.raises(PoolError):
+                await pool.release([0])
+        elif kind == "trim":
+            await pool.trim(0)
+        check()
+    for obj in held:
+        await pool.release(obj)
+    await pool.aclose()
+
+
+@pytest.mark.parametrize(("name", "config"), CONFIGS, ids=[c[0] for c in CONFIGS])
+@settings(max_examples=60, deadline=None)
+@given(ops=OPS)
+def test_uncontended_paths_match_the_model(name: str, config: dict[str, Any], ops: Any) -> None:
+    asyncio.run(_run(config, ops))
