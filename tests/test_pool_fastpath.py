@@ -9,6 +9,7 @@ statistic against a plain model after each step.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 import pytest
@@ -109,3 +110,30 @@ async def _run(config: dict[str, Any], ops: list[tuple[Any, ...]]) -> None:
 @given(ops=OPS)
 def test_uncontended_paths_match_the_model(name: str, config: dict[str, Any], ops: Any) -> None:
     asyncio.run(_run(config, ops))
+
+
+class _Conn:
+    """A weak-referenceable pooled object."""
+
+
+async def test_the_last_lent_object_is_not_kept_alive_once_destroyed() -> None:
+    pool: ObjectPool[_Conn] = ObjectPool(_Conn, max_size=2)
+    obj = await pool.acquire()
+    await pool.release(obj)
+    ref = weakref.ref(obj)
+    del obj
+    assert await pool.trim(0) == 1
+    assert ref() is None, "the pool still references a trimmed object"
+    await pool.aclose()
+
+
+async def test_release_by_identity_rejects_an_equal_foreign_object() -> None:
+    pool: ObjectPool[list[int]] = ObjectPool(lambda: [0], max_size=2)
+    obj = await pool.acquire()
+    with pytest.raises(PoolError):
+        await pool.release([0])  # equal to the last lent object, not it
+    await pool.release(obj)
+    with pytest.raises(PoolError):
+        await pool.release(obj)  # the last lent object, already back
+    assert pool.stats().released == 1
+    await pool.aclose()

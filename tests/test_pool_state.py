@@ -22,7 +22,16 @@ from hypothesis.stateful import (
     rule,
 )
 
-from memwarden._pool_core import GRANT_CREATE, GRANT_OBJECT, MISSING, PARK, Entry, PoolCore, Waiter
+from memwarden._pool_core import (
+    _NO_ENTRY,
+    GRANT_CREATE,
+    GRANT_OBJECT,
+    MISSING,
+    PARK,
+    Entry,
+    PoolCore,
+    Waiter,
+)
 from memwarden.errors import PoolClosedError, PoolError
 
 
@@ -361,6 +370,9 @@ class PoolCoreMachine(RuleBasedStateMachine):
         assert sorted(e.key for e in core.held_entries()) == sorted(id(o) for o in self.held)
         for obj in self.held:
             assert core.owns(obj)
+        # The fast path's last-lent entry is a live registered one, or none.
+        if core.last is not _NO_ENTRY:
+            assert core.entries.get(core.last.key) is core.last
 
     @invariant()
     def acquired_minus_released_is_in_use(self) -> None:

@@ -86,6 +86,10 @@ class Entry(Generic[T]):
         self.leak_reported = False
 
 
+_NO_ENTRY: Entry[Any] = Entry(MISSING, 0.0, None)
+"""``PoolCore.last`` when no object was lent since the last one was destroyed."""
+
+
 class WaiterLike(Protocol[T]):
     """A parked acquire: the core fills in exactly one grant, then calls ``wake()``.
 
@@ -141,6 +145,10 @@ class PoolCore(Generic[T]):
         self.claim_needed = claim_needed
         self.idle: deque[Entry[T]] = deque()
         self.entries: dict[int, Entry[T]] = {}
+        # The entry the fast path lent last. Releasing that object, the usual
+        # case, is recognised by identity without the id() lookup in entries;
+        # it never refers to a destroyed entry, so it keeps nothing alive.
+        self.last: Entry[T] = _NO_ENTRY
         self.checking: dict[int, Entry[T]] = {}
         self.in_use = 0
         self.returning: dict[int, Entry[T]] = {}
@@ -207,6 +215,8 @@ class PoolCore(Generic[T]):
     def _forget(self, entry: Entry[T]) -> None:
         del self.entries[entry.key]
         self.destroyed += 1
+        if self.last is entry:
+            self.last = _NO_ENTRY
 
     # -- acquire ---------------------------------------------------------------
 
@@ -222,7 +232,7 @@ class PoolCore(Generic[T]):
         # an empty queue and taking from it never overtakes a parked task.
         idle = self.idle
         if idle:
-            entry = idle.pop()
+            entry = self.last = idle.pop()
             entry.held = True
             in_use = self.in_use = self.in_use + 1
             if in_use > self.in_use_peak:
@@ -470,8 +480,9 @@ class PoolCore(Generic[T]):
 
         Only valid when no per-object step applies (no reset, lifetime, idle-time
         or leak tracking) and the pool is open; the caller looked the entry up
-        in ``entries`` and checked ``held``. ``ObjectPool.release`` inlines the
-        idle branch (the whole uncontended release).
+        in ``entries`` (or found it as ``last``) and checked ``held``.
+        ``ObjectPool.release`` inlines the idle branch (the whole uncontended
+        release).
         """
         self.released += 1
         waiters = self.waiters

@@ -39,6 +39,7 @@ import anyio
 import sniffio
 
 from ._pool_core import (
+    _NO_ENTRY,
     GRANT_CREATE,
     GRANT_OBJECT,
     MISSING,
@@ -222,9 +223,9 @@ class PoolLease(Generic[T]):
             # PoolCore.take_idle_nowait, inlined (see there): this and the
             # matching branch of ObjectPool.release are the whole uncontended
             # cycle, and calling the core for both cost an eighth of it.
-            entry = idle.pop()
-            entry.held = True
             core = pool._core
+            entry = core.last = idle.pop()
+            entry.held = True
             in_use = core.in_use = core.in_use + 1
             if in_use > core.in_use_peak:
                 core.in_use_peak = in_use
@@ -356,10 +357,10 @@ class ObjectPool(Generic[T]):
         self._take = self._simple_take if self._filled else None
         simple_release = reset is None and max_lifetime is None and max_idle_time is None
         simple_release = simple_release and not self._track_leaks
-        # What the fast paths read: the core's own idle deque and registry, or
-        # empty stand-ins that send every call down the general path.
+        # The fast acquire reads the core's own idle deque, or an empty stand-in
+        # that sends every acquire down the general path.
         self._fast_idle: deque[Entry[T]] = self._core.idle if self._take is not None else deque()
-        self._fast_entries: dict[int, Entry[T]] = self._core.entries if simple_release else {}
+        self._fast_release = simple_release
         self._plain_release = reset is None and not self._track_leaks
 
     def __repr__(self) -> str:
@@ -613,23 +614,21 @@ class ObjectPool(Generic[T]):
         a no-op.
         """
         core = self._core
-        # No identity check needed: ``obj`` and every registered object are
-        # alive, and live objects never share an id.
-        try:
-            entry = self._fast_entries[id(obj)]
-        except KeyError:
-            pass  # not ours, or a pool with per-object steps: the general path
-        else:
-            if entry.held and not core.closed:
-                if core.waiters:
-                    core.hand_back(entry)
-                    return
-                # PoolCore.hand_back's idle branch, inlined (see there).
-                core.released += 1
-                entry.held = False
-                core.in_use -= 1
-                core.idle.append(entry)
+        entry = core.last
+        if entry.obj is not obj:
+            # No identity check needed: ``obj`` and every registered object are
+            # alive, and live objects never share an id.
+            entry = core.entries.get(id(obj), _NO_ENTRY)
+        if entry.held and not core.closed and self._fast_release:
+            if core.waiters:
+                core.hand_back(entry)
                 return
+            # PoolCore.hand_back's idle branch, inlined (see there).
+            core.released += 1
+            entry.held = False
+            core.in_use -= 1
+            core.idle.append(entry)
+            return
         if self._plain_release:
             # No hook to run: the hand-off to a waiter is synchronous bookkeeping.
             leftover = self._core.release(obj, self._clock())
