@@ -9,6 +9,7 @@ statistic against a plain model after each step.
 from __future__ import annotations
 
 import asyncio
+import gc
 import weakref
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from memwarden import pool as pool_module
 from memwarden.errors import PoolError, PoolExhaustedError
 from memwarden.pool import ObjectPool
 
@@ -37,6 +39,8 @@ OPS = st.lists(
         st.tuples(st.just("twice"), st.integers(0, 7)),
         st.just(("foreign",)),
         st.just(("trim",)),
+        st.just(("keep",)),
+        st.tuples(st.just("use_kept"), st.integers(0, 7)),
     ),
     max_size=40,
 )
@@ -53,6 +57,7 @@ async def _run(config: dict[str, Any], ops: list[tuple[Any, ...]]) -> None:
     pool: ObjectPool[list[int]] = ObjectPool(factory, max_size=4, **config)
     held: list[list[int]] = []
     released_objs: list[list[int]] = []
+    kept: list[Any] = []  # leases taken and not yet used: never handed out again
     acquired = released = peak = 0
 
     def check() -> None:
@@ -99,6 +104,15 @@ async def _run(config: dict[str, Any], ops: list[tuple[Any, ...]]) -> None:
                 await pool.release([0])
         elif kind == "trim":
             await pool.trim(0)
+        elif kind == "keep":
+            kept.append(pool.acquire())
+            assert all(a is not b for i, a in enumerate(kept) for b in kept[i + 1 :])
+        elif kind == "use_kept" and kept and len(held) < 4:
+            async with kept.pop(op[1] % len(kept)) as obj:
+                acquired += 1
+                peak = max(peak, len(held) + 1)
+            released += 1
+            released_objs.append(obj)
         check()
     for obj in held:
         await pool.release(obj)
@@ -137,3 +151,70 @@ async def test_release_by_identity_rejects_an_equal_foreign_object() -> None:
         await pool.release(obj)  # the last lent object, already back
     assert pool.stats().released == 1
     await pool.aclose()
+
+
+async def test_a_lease_is_single_use() -> None:
+    pool: ObjectPool[list[int]] = ObjectPool(lambda: [0], max_size=2)
+    lease = pool.acquire()
+    obj = await lease
+    with pytest.raises(PoolError, match="already used"):
+        await lease
+    with pytest.raises(PoolError, match="already used"):
+        async with lease:
+            pass
+    await pool.release(obj)
+    entered = pool.acquire()
+    async with entered:
+        pass
+    with pytest.raises(PoolError, match="already used"):
+        async with entered:
+            pass
+    timed = pool.acquire(timeout=1.0)
+    await pool.release(await timed)
+    with pytest.raises(PoolError, match="already used"):
+        await timed
+    stats = pool.stats()
+    assert stats.in_use == 0 and stats.acquired == stats.released == 3
+    await pool.aclose()
+
+
+async def test_a_lease_someone_holds_is_never_handed_out_again() -> None:
+    pool: ObjectPool[list[int]] = ObjectPool(lambda: [0], max_size=2)
+    kept = pool.acquire()
+    for _ in range(3):
+        lease = pool.acquire()
+        assert lease is not kept
+        await pool.release(await lease)
+        del lease
+    async with kept as obj:
+        assert pool.stats().in_use == 1
+    assert obj is not None and pool.stats().in_use == 0
+    await pool.aclose()
+
+
+@pytest.mark.skipif(not pool_module._RECYCLE_LEASES, reason="recycled on CPython 3.11-3.13 only")
+async def test_a_spent_lease_nobody_holds_is_reused() -> None:
+    pool: ObjectPool[list[int]] = ObjectPool(lambda: [0], max_size=2)
+    lease = pool.acquire()
+    first = id(lease)
+    await pool.release(await lease)
+    del lease
+    again = pool.acquire()
+    assert id(again) == first
+    async with again:
+        pass
+    await pool.aclose()
+
+
+async def test_a_used_pool_is_freed_without_the_cycle_collector() -> None:
+    gc.disable()
+    try:
+        pool: ObjectPool[list[int]] = ObjectPool(lambda: [0], max_size=2)
+        await pool.release(await pool.acquire())
+        async with pool.acquire():
+            pass
+        ref = weakref.ref(pool)
+        del pool
+        assert ref() is None, "a spent lease still refers to its pool"
+    finally:
+        gc.enable()
