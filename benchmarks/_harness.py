@@ -52,9 +52,15 @@ def speed_row(
     unit: str = "µs/op",
     scale: float = 1e6,
     notes: str = "",
+    ratio: float | None = None,
 ) -> Row:
-    """A row for per-operation times: ratio = peer time / our time (>1 means we are faster)."""
-    ratio = peer_s / ours_s if ours_s > 0 else float("inf")
+    """A row for per-operation times: ratio = peer time / our time (>1 means we are faster).
+
+    ``ratio``, when given, replaces that quotient (for instance the median of
+    per-round ratios, see :func:`paired_ratios`).
+    """
+    if ratio is None:
+        ratio = peer_s / ours_s if ours_s > 0 else float("inf")
     target = f">= {target_ratio:g}x" if target_ratio is not None else "report"
     met = None if target_ratio is None else ratio >= target_ratio
     return Row(name, ours_s * scale, peer_s * scale, unit, peer_name, ratio, target, met, notes)
@@ -96,6 +102,21 @@ def median_interleaved(
     """Median seconds per call of ``ours`` and ``peer``, measured by :func:`time_interleaved`."""
     ours_s, peer_s = time_interleaved(ours, peer, number=number, rounds=rounds)
     return statistics.median(ours_s), statistics.median(peer_s)
+
+
+def paired_ratios(ours_s: list[float], peer_s: list[float]) -> tuple[float, float, float]:
+    """Median and quartiles of peer/ours over rounds measured back to back.
+
+    Each round's two batches ran moments apart, so a shift in the machine's
+    speed between rounds cancels in their quotient; it does not cancel in the
+    quotient of two separate medians when the speed is bimodal.
+    """
+    ratios = sorted(p / o for o, p in zip(ours_s, peer_s, strict=True) if o > 0)
+    if len(ratios) < 4:
+        mid = statistics.median(ratios)
+        return mid, ratios[0], ratios[-1]
+    q1, mid, q3 = statistics.quantiles(ratios, n=4)
+    return mid, q1, q3
 
 
 def run_parts(parts: tuple[str, ...], quick: bool) -> list[Row]:

@@ -3,7 +3,9 @@
 The peer is the minimal Queue pool: ``acquire`` awaits ``queue.get()``,
 ``release`` calls ``queue.put_nowait()``, and its ``async with`` form is a
 two-method class around the same calls. Ours and the peer alternate batch by
-batch in one event loop, and each figure is the median over the batches.
+batch in one event loop; the times are medians over the batches and the ratio
+is the median of each round's ratio (``paired_ratios``), which cancels drift
+in the machine's speed.
 
 Rows:
 - uncontended ``async with`` and ``await acquire()`` / ``await release()``
@@ -24,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from benchmarks._harness import Row, markdown, speed_row
+from benchmarks._harness import Row, markdown, paired_ratios, speed_row
 from memwarden.pool import ObjectPool
 
 
@@ -74,8 +76,10 @@ async def _interleave(
     peer: Callable[[], Awaitable[None]],
     ops: int,
     repeat: int,
-) -> tuple[float, float]:
-    """Median seconds per op of each, measured alternately (ours first, then peer)."""
+) -> list[list[float]]:
+    """Seconds per op of each, one batch each per round, alternating which goes first."""
+    await ours()  # warm up both
+    await peer()
     a: list[float] = []
     b: list[float] = []
     for i in range(repeat):
@@ -84,10 +88,10 @@ async def _interleave(
             start = time.perf_counter()
             await fn()
             into.append((time.perf_counter() - start) / ops)
-    return statistics.median(a), statistics.median(b)
+    return [a, b]
 
 
-async def _uncontended(n: int, repeat: int) -> list[tuple[str, float, float, str]]:
+async def _uncontended(n: int, repeat: int) -> list[tuple[str, list[list[float]], str]]:
     pool: ObjectPool[list[int]] = ObjectPool(_factory, max_size=10)
     obj = await pool.acquire()
     await pool.release(obj)
@@ -122,16 +126,16 @@ async def _uncontended(n: int, repeat: int) -> list[tuple[str, float, float, str
 
     out = []
     w = await _interleave(ours_with, peer_with, n, repeat)
-    out.append(("uncontended `async with pool.acquire()`", *w, "Queue pool"))
+    out.append(("uncontended `async with pool.acquire()`", w, "Queue pool"))
     a = await _interleave(ours_await, peer_await, n, repeat)
-    out.append(("uncontended `await acquire()` + `await release()`", *a, "Queue pool"))
+    out.append(("uncontended `await acquire()` + `await release()`", a, "Queue pool"))
     r = await _interleave(ours_await, raw_queue, n, repeat)
-    out.append(("uncontended vs raw inline queue.get/put_nowait", *r, "raw Queue"))
+    out.append(("uncontended vs raw inline queue.get/put_nowait", r, "raw Queue"))
     await pool.aclose()
     return out
 
 
-async def _contended(tasks: int, iters: int, repeat: int) -> tuple[float, float]:
+async def _contended(tasks: int, iters: int, repeat: int) -> list[list[float]]:
     pool: ObjectPool[list[int]] = ObjectPool(_factory, max_size=10)
     await pool.fill()
     qpool = QueuePool(_factory, 10)
@@ -163,20 +167,40 @@ async def _contended(tasks: int, iters: int, repeat: int) -> tuple[float, float]
     return result
 
 
+def _row(
+    name: str, samples: list[list[float]], peer_name: str, target: float | None, notes: str = ""
+) -> Row:
+    ratio, q1, q3 = paired_ratios(*samples)
+    spread = f"round ratios, middle half {q1:.2f}-{q3:.2f}x"
+    return speed_row(
+        name,
+        statistics.median(samples[0]),
+        statistics.median(samples[1]),
+        peer_name,
+        target,
+        notes=f"{notes}; {spread}" if notes else spread,
+        ratio=ratio,
+    )
+
+
 def rows(quick: bool) -> list[Row]:
-    """Uncontended and contended acquire/release: ObjectPool vs an asyncio.Queue pool."""
-    n, repeat = (5_000, 5) if quick else (50_000, 15)
-    tasks, iters, crepeat = (100, 20, 3) if quick else (100, 200, 9)
+    """Uncontended and contended acquire/release: ObjectPool vs an asyncio.Queue pool.
+
+    Batches are short and many, and the ratio is the median of the rounds'
+    ratios (see ``paired_ratios``): the machine's speed drifts, and this cycle
+    is under a microsecond.
+    """
+    n, repeat = (2_000, 11) if quick else (5_000, 101)
+    tasks, iters, crepeat = (100, 5, 5) if quick else (100, 20, 41)
     out: list[Row] = []
-    for name, ours, peer, peer_name in asyncio.run(_uncontended(n, repeat)):
+    for name, samples, peer_name in asyncio.run(_uncontended(n, repeat)):
         target = None if peer_name == "raw Queue" else 1.0
-        out.append(speed_row(f"pool {name}", ours, peer, peer_name, target))
-    ours_c, peer_c = asyncio.run(_contended(tasks, iters, crepeat))
+        out.append(_row(f"pool {name}", samples, peer_name, target))
+    contended = asyncio.run(_contended(tasks, iters, crepeat))
     out.append(
-        speed_row(
+        _row(
             "pool contended, 100 tasks / max_size 10, `async with`",
-            ours_c,
-            peer_c,
+            contended,
             "Queue pool",
             0.8,
             notes="FIFO hand-off, no barging",
