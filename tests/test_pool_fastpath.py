@@ -213,6 +213,8 @@ async def test_a_used_pool_is_freed_without_the_cycle_collector() -> None:
         await pool.release(await pool.acquire())
         async with pool.acquire():
             pass
+        with pytest.raises(ValueError, match="timeout"):
+            pool.acquire(timeout=-1.0)
         ref = weakref.ref(pool)
         del pool
         assert ref() is None, "a spent lease still refers to its pool"

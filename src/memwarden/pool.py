@@ -448,21 +448,22 @@ class ObjectPool(Generic[T]):
         raised for the creation it asked for. A cancelled or timed-out acquire
         holds nothing and leaves no waiter queued.
         """
-        # Built without calling __init__: this is on every acquire's hot path.
+        if timeout is None and not self._track_leaks:
+            opts = None
+        else:
+            if timeout is not None:
+                timeout = check_timeout("timeout", timeout)
+            opts = (timeout, _capture_stack() if self._track_leaks else None)
         lease = self._spare
         # Three references: self._spare, ``lease`` and getrefcount's argument.
         # Any more and someone still holds it (a caller, an ``async with``, a
-        # suspended await, a traceback): make a new one.
+        # suspended await, a traceback): make a new one, without __init__, as
+        # this is on every acquire's hot path.
         if _getrefcount(lease) != 3:
             lease = self._spare = PoolLease()
         lease._pool = self
         lease._obj = _NOTHING
-        if timeout is None and not self._track_leaks:
-            lease._opts = None
-        else:
-            if timeout is not None:
-                timeout = check_timeout("timeout", timeout)
-            lease._opts = (timeout, _capture_stack() if self._track_leaks else None)
+        lease._opts = opts
         return lease
 
     async def _acquire_slow(self, limit: float | None, stack: Any) -> T:
