@@ -404,6 +404,7 @@ class ObjectPool(Generic[T]):
         # The fast acquire reads the core's own idle deque, or an empty stand-in
         # that sends every acquire down the general path.
         self._fast_idle: deque[Entry[T]] = self._core.idle if self._take is not None else deque()
+        # False once the pool closes, so the fast release needs no closed check.
         self._fast_release = simple_release
         self._spare: PoolLease[T] = PoolLease()
         self._spare._pool = _SPENT
@@ -671,7 +672,7 @@ class ObjectPool(Generic[T]):
             # No identity check needed: ``obj`` and every registered object are
             # alive, and live objects never share an id.
             entry = core.entries.get(id(obj), _NO_ENTRY)
-        if entry.held and not core.closed and self._fast_release:
+        if entry.held and self._fast_release:
             if core.waiters:
                 core.hand_back(entry)
                 return
@@ -902,6 +903,7 @@ class ObjectPool(Generic[T]):
         core = self._core
         limit = self._hook_timeout if self._hook_timeout is not None else max(timeout, 0.001)
         try:
+            self._fast_release = False  # a closing pool closes what comes back
             idle = core.close()
             await self._close_objects([e.obj for e in idle], limit)
             if core.outstanding:
