@@ -667,21 +667,22 @@ class ObjectPool(Generic[T]):
         a no-op.
         """
         core = self._core
-        entry = core.last
-        if entry.obj is not obj:
-            # No identity check needed: ``obj`` and every registered object are
-            # alive, and live objects never share an id.
-            entry = core.entries.get(id(obj), _NO_ENTRY)
-        if entry.held and self._fast_release:
-            if core.waiters:
-                core.hand_back(entry)
+        if self._fast_release:
+            entry = core.last
+            if entry.obj is not obj:
+                # No identity check needed: ``obj`` and every registered object
+                # are alive, and live objects never share an id.
+                entry = core.entries.get(id(obj), _NO_ENTRY)
+            if entry.held:
+                if core.waiters:
+                    core.hand_back(entry)
+                    return
+                # PoolCore.hand_back's idle branch, inlined (see there).
+                core.released += 1
+                entry.held = False
+                core.in_use -= 1
+                core.idle.append(entry)
                 return
-            # PoolCore.hand_back's idle branch, inlined (see there).
-            core.released += 1
-            entry.held = False
-            core.in_use -= 1
-            core.idle.append(entry)
-            return
         if self._plain_release:
             # No hook to run: the hand-off to a waiter is synchronous bookkeeping.
             leftover = self._core.release(obj, self._clock())
