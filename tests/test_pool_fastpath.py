@@ -13,6 +13,7 @@ import gc
 import weakref
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -220,3 +221,43 @@ async def test_a_used_pool_is_freed_without_the_cycle_collector() -> None:
         assert ref() is None, "a spent lease still refers to its pool"
     finally:
         gc.enable()
+
+
+def _assert_nothing_held(pool: ObjectPool[Any], *, in_use: int) -> None:
+    stats = pool.stats()
+    assert stats.waiters == 0 and stats.pending == 0 and stats.in_use == in_use, stats
+
+
+async def test_cancelled_async_with_entry_leaks_nothing_and_spends_the_lease() -> None:
+    pool: ObjectPool[list[int]] = ObjectPool(lambda: [0], max_size=1)
+    held = await pool.acquire()
+    lease = pool.acquire()
+    with anyio.move_on_after(0) as scope:
+        async with lease:
+            pytest.fail("entered without an object to give")
+    assert scope.cancelled_caught
+    _assert_nothing_held(pool, in_use=1)
+    with pytest.raises(PoolError, match="already used"):
+        await lease
+    await pool.release(held)
+    _assert_nothing_held(pool, in_use=0)
+    await pool.aclose()
+
+
+async def test_timed_out_async_with_entry_leaks_nothing_and_holds_no_pool() -> None:
+    pool: ObjectPool[list[int]] = ObjectPool(lambda: [0], max_size=1)
+    held = await pool.acquire()
+    lease = pool.acquire(timeout=0)
+    with pytest.raises(PoolExhaustedError):
+        async with lease:
+            pytest.fail("entered without an object to give")
+    assert pool.stats().timeouts == 1
+    _assert_nothing_held(pool, in_use=1)
+    # The exception's traceback may keep the pool's frames around until the
+    # collector runs; the lease itself must let go of the pool at once.
+    assert not any(ref is pool for ref in gc.get_referents(lease))
+    with pytest.raises(PoolError, match="already used"):
+        await lease
+    await pool.release(held)
+    _assert_nothing_held(pool, in_use=0)
+    await pool.aclose()
