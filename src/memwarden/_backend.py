@@ -18,6 +18,7 @@ under another (asyncio, then trio) finds the right backend each time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -104,10 +105,9 @@ class _AsyncioParking:
         if threading.get_ident() == backend.thread:
             _resolve(self.future)
         else:
-            try:
+            # RuntimeError: that loop has finished, so nobody is left to wake.
+            with contextlib.suppress(RuntimeError):
                 backend.loop.call_soon_threadsafe(_resolve, self.future)
-            except RuntimeError:  # that loop has finished: nobody is left to wake
-                pass
 
 
 class _Asyncio(Backend):
@@ -150,10 +150,9 @@ class _TrioParking:
         if threading.get_ident() == backend.thread:
             self.event.set()
         else:
-            try:
+            # trio.RunFinishedError (a RuntimeError): nobody is left to wake.
+            with contextlib.suppress(RuntimeError):
                 backend.token.run_sync_soon(self.event.set)
-            except RuntimeError:  # trio.RunFinishedError: nobody is left to wake
-                pass
 
 
 class _Trio(Backend):
