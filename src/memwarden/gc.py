@@ -46,9 +46,9 @@ from types import TracebackType
 from typing import Any, Literal
 
 import anyio
-import psutil
 
 from ._native import malloc_trim
+from ._rss import process_rss
 from ._validate import check_int, check_timeout
 from .errors import GCError
 
@@ -74,19 +74,6 @@ PROFILES: dict[str, tuple[int, int, int]] = {
     "high": (300, 5, 5),
 }
 """Collection thresholds of each aggressiveness profile (see the module docstring)."""
-
-_process: psutil.Process | None = None
-
-
-def _rss() -> int:
-    """This process' resident set size in bytes (0 if it cannot be read)."""
-    global _process
-    try:
-        if _process is None:
-            _process = psutil.Process()
-        return int(_process.memory_info().rss)
-    except (psutil.Error, OSError):
-        return 0
 
 
 @dataclass(frozen=True)
@@ -394,14 +381,14 @@ class GCController:
         """
         check_int("generation", generation, minimum=0, maximum=2)
         before_stats = gc.get_stats()[generation]
-        memory_before = _rss()
+        memory_before = process_rss() or 0
         start = time.perf_counter()
         try:
             found = gc.collect(generation)
         except Exception as exc:  # a finalizer that raises surfaces here
             raise GCError(f"gc.collect({generation}) failed: {exc!r}") from exc
         duration_ms = (time.perf_counter() - start) * 1000.0
-        memory_after = _rss()
+        memory_after = process_rss() or 0
         after_stats = gc.get_stats()[generation]
         uncollectable = max(0, after_stats["uncollectable"] - before_stats["uncollectable"])
         return GCStats(
@@ -510,7 +497,7 @@ class GCController:
             cleanups=cleanups,
             cleanup_bytes=cleanup_bytes,
             trimmed=trimmed,
-            memory_after=_rss(),
+            memory_after=(process_rss() or 0),
         )
 
     # -- lifecycle monitoring ---------------------------------------------------------------

@@ -33,10 +33,9 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
 
-import psutil
-
 from ._native import malloc_trim
 from ._packages import RootIndex, module_roots
+from ._rss import process_rss
 from ._validate import check_float, check_fraction, check_int
 from .leaks import LeakDetector, calculate_memory_statistics
 from .pressure import PressureLevel, PressureThresholds
@@ -64,10 +63,6 @@ def _check_name(name: object, argument: str = "name") -> str:
     if not _NAME_RE.match(name):
         raise ValueError(f"{argument} must be a dotted module name, got {name!r}")
     return name
-
-
-def _default_rss() -> int:
-    return int(psutil.Process().memory_info().rss)
 
 
 class _SystemPressure:
@@ -143,7 +138,7 @@ class LazyLoader:
         cache_min_hit_rate: float = 0.5,
         trace_imports: bool = True,
         clock: Callable[[], float] = time.monotonic,
-        rss: Callable[[], int] | None = None,
+        rss: Callable[[], int | None] | None = None,
     ) -> None:
         check_int("footprint_threshold", footprint_threshold, minimum=0)
         check_float("idle_after", idle_after, minimum=0.0)
@@ -163,7 +158,7 @@ class LazyLoader:
         self._cache_min_hit_rate = float(cache_min_hit_rate)
         self._trace_imports = trace_imports
         self._clock = clock
-        self._rss = rss if rss is not None else _default_rss
+        self._rss_reader = rss if rss is not None else process_rss
         self._lock = threading.RLock()
         self._packages: dict[str, _Package] = {}
         self._providers: dict[str, tuple[str, Callable[[], Mapping[str, float]]]] = {}
@@ -227,6 +222,10 @@ class LazyLoader:
         if not measure:
             return importlib.import_module(name)
         return self._import_measured(package)
+
+    def _rss(self) -> int:
+        # 0 where RSS cannot be read, so deltas stay numbers.
+        return self._rss_reader() or 0
 
     def _import_measured(self, package: _Package) -> ModuleType:
         traced_ref = False

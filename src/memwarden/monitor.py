@@ -21,6 +21,7 @@ import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 
+from ._rss import process_rss
 from ._validate import check_float
 from .config import WardenConfig
 from .errors import InsufficientMemoryError
@@ -189,13 +190,12 @@ class MemoryMonitor:
     def get_current_memory_usage(self) -> float:
         """This process' resident memory (RSS) in MB, as seed 001 measured it.
 
-        Uses the probe's ``rss`` when it reports one, else ``psutil``.
+        Uses the probe's ``rss`` when it reports one, else reads it; 0.0 where
+        it cannot be read.
         """
         rss = self.probe.sample().rss
         if rss is None:
-            import psutil
-
-            rss = psutil.Process().memory_info().rss
+            rss = process_rss() or 0
         return rss / MiB
 
     def get_memory_pressure_level(self) -> str:

@@ -26,6 +26,7 @@ import psutil
 
 from . import _cgroup
 from ._cgroup import CgroupFormatError, join_root
+from ._rss import process_rss, read_statm_rss
 from ._validate import check_float, check_int
 
 __all__ = [
@@ -154,17 +155,6 @@ _LARGE = 4096  # meminfo and memory.stat are 1-3 KiB on current kernels
 _PSI_PERIOD = 1.0
 
 
-def _page_size() -> int:
-    try:
-        size = os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return 4096
-    return size if size > 0 else 4096
-
-
-_PAGE_SIZE = _page_size()
-
-
 def _open(path: str) -> int | None:
     try:
         return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -267,9 +257,10 @@ class SystemProbe:
         """Why the last sample used a less precise source, or ``None``."""
 
         self._meminfo_fd = self._track(_open(join_root(root, "/proc/meminfo")))
-        self._statm_fd = self._track(_open(join_root(root, "/proc/self/statm")))
-        # Without procfs (macOS, Windows) psutil knows this process' RSS.
-        self._self_process = psutil.Process() if self._statm_fd is None and root == "/" else None
+        # This process' RSS is read by memwarden._rss; a relocated root has its own statm.
+        self._statm_fd = (
+            None if root == "/" else self._track(_open(join_root(root, "/proc/self/statm")))
+        )
         self._ram = self._read_ram()
 
         self._version: int | None = None
@@ -370,14 +361,13 @@ class SystemProbe:
             )
 
     def _rss(self) -> int | None:
+        if self._root == "/":
+            return process_rss()
         if self._statm_fd is None:
-            if self._self_process is None:
-                return None
-            return int(self._self_process.memory_info().rss)
+            return None
         try:
-            fields = _pread(self._statm_fd, _SMALL).split()
-            return int(fields[1]) * _PAGE_SIZE
-        except (OSError, ValueError, IndexError):
+            return read_statm_rss(self._statm_fd)
+        except OSError:
             return None
 
     def _psi(self) -> float | None:
@@ -605,14 +595,14 @@ class ProcessProbe:
     def _own_rss(self) -> int:
         if self._statm_fd is not None:
             try:
-                fields = _pread(self._statm_fd, _SMALL).split()
+                rss = read_statm_rss(self._statm_fd)
             except ProcessLookupError:
-                fields = []
+                rss = None
             except OSError as exc:
                 raise ProcessLookupError(f"pid {self._pid}: cannot read statm ({exc})") from exc
-            if len(fields) < 2 or not fields[1].isdigit():
+            if rss is None:
                 raise ProcessLookupError(f"pid {self._pid}: the process has exited")
-            return int(fields[1]) * _PAGE_SIZE
+            return rss
         try:
             return int(self._psutil_process().memory_info().rss)
         except psutil.NoSuchProcess as exc:

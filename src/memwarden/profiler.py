@@ -43,6 +43,7 @@ import psutil
 
 from ._native import malloc_trim
 from ._packages import package_of
+from ._rss import process_rss
 from ._validate import check_int
 from .leaks import LeakDetector, analyze_memory_trend
 from .probes import Probe, SystemProbe
@@ -132,13 +133,16 @@ class _Tracing:
 _tracing = _Tracing()
 
 
-def _process_memory() -> dict[str, int]:
-    info = psutil.Process().memory_info()
-    return {"rss": int(info.rss), "vms": int(info.vms)}
+def _process_memory() -> dict[str, int | None]:
+    try:
+        vms: int | None = int(psutil.Process().memory_info().vms)
+    except (psutil.Error, OSError):
+        vms = None
+    return {"rss": process_rss(), "vms": vms}
 
 
-def _default_rss() -> int:
-    return int(psutil.Process().memory_info().rss)
+def _rss_or_zero() -> int:
+    return process_rss() or 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -972,7 +976,7 @@ class MemoryEfficientContext:
         if not isinstance(trim, bool):
             raise TypeError(f"trim must be a bool, got {type(trim).__name__} {trim!r}")
         self._trim = trim
-        self._rss = rss if rss is not None else _default_rss
+        self._rss = rss if rss is not None else _rss_or_zero
         self._clock = clock
         self._inside = False
         self._entered_at = 0.0
@@ -1051,6 +1055,7 @@ def memory_efficient_context(
     ``generation`` is the ``gc.collect`` generation (0..2); ``trim`` calls
     glibc's ``malloc_trim(0)`` after the exit collection where available so
     freed heap returns to the OS; ``rss`` overrides how RSS is read (default
-    psutil). Raises ``TypeError``/``ValueError`` for bad arguments.
+    this process' RSS, 0 where it cannot be read). Raises
+    ``TypeError``/``ValueError`` for bad arguments.
     """
     return MemoryEfficientContext(generation=generation, trim=trim, rss=rss, clock=clock)
