@@ -1,7 +1,5 @@
 """memwarden.asgi: shedding, per-request reservations, lifespan and the FastAPI dependency."""
 
-from __future__ import annotations
-
 import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
