@@ -193,8 +193,7 @@ def test_lru_cache_with_ttl_keyword(clock: ManualClock) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "exc", "pattern"),
     [
-        ({"capacity": -1}, ValueError, r"capacity must be >= 1, got -1"),
-        ({"capacity": 0}, ValueError, r"capacity must be >= 1, got 0"),
+        ({"capacity": -1}, ValueError, r"capacity must be >= 0, got -1"),
         ({"capacity": 2.5}, TypeError, r"capacity must be an int, got float 2.5"),
         ({"capacity": True}, TypeError, r"capacity must be an int"),
         ({"max_bytes": -5}, ValueError, r"max_bytes must be >= 1, got -5"),

@@ -111,7 +111,7 @@ def test_unknown_kind_or_name_raises_cache_error(call: Any, pattern: str) -> Non
 @pytest.mark.parametrize(
     ("call", "exc", "pattern"),
     [
-        (lambda m: m.create_lru_cache("x", -1), ValueError, r"capacity must be >= 1, got -1"),
+        (lambda m: m.create_lru_cache("x", -1), ValueError, r"capacity must be >= 0, got -1"),
         (lambda m: m.create_timed_cache("x", 0), ValueError, r"ttl_seconds must be > 0, got 0"),
         (lambda m: m.create_timed_cache("x", -3.0), ValueError, r"ttl_seconds must be > 0"),
         (lambda m: m.create_lru_cache(3, 1), TypeError, r"name must be a str, got int 3"),

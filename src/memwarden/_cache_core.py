@@ -1,78 +1,26 @@
 """Synchronous cache cores: LRU / W-TinyLFU with count, byte and TTL bounds; weak-value cache.
 
-Every cache is a plain data structure behind one ``threading.Lock``: a get is a
-dictionary lookup plus a recency update, with no event-loop round trip. The
-plain LRU path is kept free of policy and TTL branches (they live in
-``_get_special`` / ``_put_special``) because the lookup is the hot path users
-compare against ``cachetools`` and ``functools.lru_cache``.
+Every cache is a plain data structure behind one ``threading.RLock``. Every
+operation, reads included, runs under it, so a cache may be shared between
+threads on any interpreter, with or without the GIL. The lock is re-entrant
+because a key's ``__hash__`` and ``__eq__`` run inside the dictionary
+operations it guards, and such code may call back into the same cache
+(CPython's ``test_functools.test_need_for_rlock``). ``sizeof`` and a
+subclass's ``__missing__`` run outside it. ``thread_safe=False`` builds the
+same cache with no lock at all: the methods are the same, each tests
+``self._lock`` once.
 
-Lock-free reads
----------------
-Every structural change (insert, replace, evict, pop, clear, shrink, expiry,
-byte accounting) happens under the cache's lock. On an LRU without
-W-TinyLFU (count- or byte-bounded, with or without TTL) ``get`` does not take
-it: a get is
-
-    R1  value = data.get(key)       one C call
-    R2  data.move_to_end(key)       one C call, hits only
-    R3  next(hit or miss counter)   one C call
-
-Under the GIL each of these runs to completion without another thread
-running in between, provided that no Python code runs inside it. Python code
-could run there from a key's ``__hash__``/``__eq__`` written in Python, or a
-value's ``__del__``. So while gets are lock-free the cache only stores keys
-of the types in ``_ATOMIC_KEY_TYPES`` (or flat tuples of them), whose hashing
-and comparison are C; putting a key of any other type makes every later get
-take the lock, for good (``_locked_reads``, set before the key is stored).
-Interleavings of a lock-free get with a locked writer W:
-
-* W inserts, replaces or evicts between R1 and R2. If the key is gone, R2
-  raises ``KeyError``, which the get swallows: it returns the value it read
-  and linearizes before the eviction. If the key was evicted and put again,
-  R2 refreshes the new entry, which W had just made the most recent anyway;
-  the get still linearizes before the eviction. A replace between R1 and R2
-  returns the old value (linearized before the replace) and R2 is the
-  refresh W's own ``move_to_end`` does.
-* W clears. ``OrderedDict.clear`` empties the dict, then drops the values
-  (their ``__del__`` may run Python code, so readers may run here), then
-  the order list. A reader in that window misses at R1, or gets ``KeyError``
-  at R2 (the order list no longer matches the dict).
-* W iterates (shrink, popitem, iteration, stats). With C-hashed keys the
-  copy ``list(data)`` runs no Python code, so no R2 can reorder the dict
-  while it is copied. Right after the switch to locked gets, a reader
-  that checked ``_locked_reads`` before the switch can still do one R2; the
-  copies retry on the ``RuntimeError`` that would raise, which ends once
-  each thread has done its one stale R2. Gets only read the TTL deadline
-  table, so its sweeps are never disturbed.
-* TTL (``_get_special``): a get first reads the deadline (R0), then the value
-  (R1), then the clock. Every put writes the value before the deadline and
-  every removal drops the value before the deadline, so a value read after
-  a deadline d is at least as new as d, and (with a clock that never goes
-  back) its own deadline is >= d. If d is later than the clock, the value
-  was live at R1 and is returned; if not, the get redoes the lookup under
-  the lock, which drops an expired entry and counts the expiry. No deadline
-  at R0 or no value at R1 is a miss: before the put or after the removal.
-* W's own multi-step logic (``len`` before and after an insert, the size
-  peak, the eviction count, ``sizes``/``nbytes``) is exact: a reader never
-  adds or removes a key and touches only the order and its counters.
-
-So the size bound (len <= capacity) and the byte accounting are W's alone;
-a reader can only move an entry that exists to the most-recent end. A get
-whose own key hashes in Python (the cache never stored it) runs that code
-inside its own R1/R2; the writers' C calls it may interleave with compare
-stored keys only, which are C-hashed, so they stay whole. The hit
-and miss counters of the lock-free path are ``itertools.count`` objects:
-``next`` is one C call, so no increment is lost. They are read under the
-lock by consuming one value (see ``_read_counter``). The locked paths keep
-plain ``int`` counters, and stats add the two.
-
-Without the GIL (the free-threaded build) none of this holds, so every
-shared cache takes the locked paths there (``_gil_enabled``).
+``get`` and ``put`` are the hot path users compare against ``cachetools``: they
+take the lock with ``acquire()``/``release()`` in ``try``/``finally`` (about half
+the price of a ``with`` block on CPython 3.11, and the lock is most of the
+price of a hit), and their plain-LRU branch (no TTL, weights or W-TinyLFU) is
+a few dictionary operations. The other configurations go through
+``_lookup_locked`` and ``_store_locked``.
 """
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import math
 import sys
 import threading
@@ -88,7 +36,7 @@ from collections.abc import (
     ValuesView,
 )
 from dataclasses import dataclass, fields
-from typing import Any, Generic, Literal, Self, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from ._tinylfu import _WTinyLFU
 from ._validate import check_float, check_fraction, check_int
@@ -105,41 +53,11 @@ _UNBOUNDED = sys.maxsize
 # Above this many entries an unweighed cache estimates nbytes from a sample, so
 # that a stats() call (which reports poll) costs at most a few milliseconds.
 _EXACT_WEIGH_LIMIT = 2_000
+# What an unlocked cache enters where a locked one takes its lock.
+_UNLOCKED = contextlib.nullcontext()
 
 Policy = Literal["lru", "tinylfu"]
 _POLICIES = ("lru", "tinylfu")
-
-# Key types whose hash and equality are implemented in C, so that a dict
-# operation on a cache holding only such keys runs no Python code and is
-# atomic under the GIL. Exact types only: a subclass may define __eq__.
-_ATOMIC_KEY_TYPES: frozenset[type] = frozenset({int, str, bytes, float, bool, type(None)})
-
-
-def _atomic_key(key: object) -> bool:
-    """Whether hashing and comparing ``key`` can run no Python code."""
-    kind = type(key)
-    if kind in _ATOMIC_KEY_TYPES:
-        return True
-    return kind is tuple and all(type(k) in _ATOMIC_KEY_TYPES for k in key)  # type: ignore[attr-defined]
-
-
-def _gil_enabled() -> bool:
-    """False on a free-threaded build running without the GIL.
-
-    A free-threaded interpreter may turn the GIL on later (when it imports an
-    extension that needs it), never off, so a cache built while it was on
-    stays correct.
-    """
-    check = getattr(sys, "_is_gil_enabled", None)
-    return True if check is None else bool(check())
-
-
-def _read_counter(counter: itertools.count[int], reads: int) -> int:
-    """The number of ``next`` calls made on ``counter`` apart from ``reads`` earlier reads.
-
-    Reading consumes one value, so the caller adds one to ``reads`` after it.
-    """
-    return next(counter) - reads
 
 
 def default_sizeof() -> Callable[[Any], int]:
@@ -153,6 +71,17 @@ def default_sizeof() -> Callable[[Any], int]:
 
 def _unhashable(key: object) -> TypeError:
     return TypeError(f"cache key must be hashable, got {type(key).__name__} {key!r}")
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_callable(name: str, value: object) -> None:
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__} {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +127,29 @@ class CacheStats:
 
 _STATS_FIELDS = tuple(f.name for f in fields(CacheStats))
 
+# The state a pickle carries; the lock and the bound methods are rebuilt.
+_PICKLED = (
+    "_bound",
+    "_byte_bound",
+    "_capacity",
+    "_clock",
+    "_evictions",
+    "_expirations",
+    "_hits",
+    "_hold_bytes",
+    "_hold_entries",
+    "_max_bytes",
+    "_misses",
+    "_nbytes",
+    "_nbytes_peak",
+    "_plain_get",
+    "_plain_put",
+    "_policy_name",
+    "_size_peak",
+    "_sizeof",
+    "_ttl",
+)
+
 
 class LRUCache(MutableMapping[K, V]):
     """A thread-safe mapping bounded by entry count, by bytes, or both, with optional TTL.
@@ -208,14 +160,14 @@ class LRUCache(MutableMapping[K, V]):
     Values are weighed with ``sizeof`` (default ``memwarden.sizeof.deep_sizeof``)
     when ``max_bytes`` or ``sizeof`` is given. Entries written more than ``ttl``
     seconds ago are never returned; they are dropped lazily on access and by
-    :meth:`sweep_expired`.
+    :meth:`sweep_expired`. ``capacity=0`` caches nothing (``put`` keeps nothing),
+    as ``functools.lru_cache(maxsize=0)`` does.
 
-    Raises ``TypeError``/``ValueError`` for bad arguments. All methods are
-    thread-safe: one lock per cache guards every change; ``sizeof`` runs
-    outside it. A get on an LRU without W-TinyLFU holding keys of builtin
-    scalar types reads without the lock under the GIL; an expired entry is
-    dropped under it (see the module docstring). ``thread_safe=False`` drops the lock from the plain
-    LRU put path too, for a cache used by one thread only (say, one event loop).
+    Raises ``TypeError``/``ValueError`` naming the argument for bad arguments.
+    All methods are thread-safe: one re-entrant lock per cache guards every
+    read and change (``sizeof`` and ``__missing__`` run outside it).
+    ``thread_safe=False`` builds the cache without a lock, for a cache used by
+    one thread only (say, one event loop). Caches pickle and copy.
     """
 
     __slots__ = (
@@ -229,39 +181,25 @@ class LRUCache(MutableMapping[K, V]):
         "_deadlines",
         "_evictions",
         "_expirations",
-        "_free_hit_reads",
-        "_free_hits",
-        "_free_miss_reads",
-        "_free_misses",
+        "_guard",
         "_hits",
         "_hold_bytes",
         "_hold_entries",
         "_lock",
-        "_locked_reads",
         "_max_bytes",
         "_misses",
         "_move_to_end",
         "_nbytes",
         "_nbytes_peak",
+        "_plain_get",
+        "_plain_put",
         "_policy",
         "_policy_name",
         "_size_peak",
         "_sizeof",
         "_sizes",
-        "_special",
         "_ttl",
-        "_ttl_free_reads",
     )
-
-    def __new__(cls, *args: Any, thread_safe: bool = True, **kwargs: Any) -> Self:
-        """Pick the lock-free variant of the hot paths when ``thread_safe=False``."""
-        if not isinstance(thread_safe, bool):
-            raise TypeError(
-                f"thread_safe must be a bool, got {type(thread_safe).__name__} {thread_safe!r}"
-            )
-        if not thread_safe and cls is LRUCache:
-            cls = _SingleThreadLRUCache  # type: ignore[assignment]
-        return super().__new__(cls)
 
     def __init__(
         self,
@@ -275,18 +213,18 @@ class LRUCache(MutableMapping[K, V]):
         thread_safe: bool = True,
     ) -> None:
         if capacity is not None:
-            check_int("capacity", capacity, minimum=1)
+            check_int("capacity", capacity, minimum=0)
         if max_bytes is not None:
             check_int("max_bytes", max_bytes, minimum=1)
-        if sizeof is not None and not callable(sizeof):
-            raise TypeError(f"sizeof must be callable, got {type(sizeof).__name__} {sizeof!r}")
+        if sizeof is not None:
+            _check_callable("sizeof", sizeof)
         if ttl is not None:
             ttl = check_float("ttl", ttl, positive=True)
-        if not callable(clock):
-            raise TypeError(f"clock must be callable, got {type(clock).__name__} {clock!r}")
+        _check_callable("clock", clock)
         if policy not in _POLICIES:
             raise ValueError(f"policy must be one of {_POLICIES}, got {policy!r}")
-        self._lock = threading.Lock()
+        _check_bool("thread_safe", thread_safe)
+        self._set_lock(thread_safe)
         self._capacity = capacity
         self._max_bytes = max_bytes
         self._ttl = ttl
@@ -295,26 +233,16 @@ class LRUCache(MutableMapping[K, V]):
         weigh = max_bytes is not None or sizeof is not None
         self._sizeof: Callable[[Any], int] = sizeof if sizeof is not None else default_sizeof()
         self._sizes: dict[K, int] | None = {} if weigh else None
-        self._data: OrderedDict[K, V] = OrderedDict()
-        self._data_get = self._data.get
-        self._move_to_end = self._data.move_to_end
+        self._set_data(OrderedDict())
         self._deadlines: OrderedDict[K, float] | None = OrderedDict() if ttl is not None else None
         self._policy: _WTinyLFU | None = None
         if policy == "tinylfu":
             maximum = max_bytes if max_bytes is not None else capacity
             self._policy = _WTinyLFU(maximum, capacity if capacity is not None else 1024)
-        # Gets of an LRU read without the lock (module docstring), except
-        # without the GIL, where that is not safe for a shared cache. A TTL
-        # cache's get takes the general path, which reads without the lock
-        # too when _ttl_free_reads says so.
-        shared_reads = self._policy is None and (
-            _gil_enabled() or isinstance(self, _SingleThreadLRUCache)
-        )
-        self._locked_reads = not shared_reads or self._deadlines is not None
-        self._ttl_free_reads = shared_reads and self._deadlines is not None
-        # Anything but a count-bounded (or unbounded) plain LRU takes the slower,
-        # general put path; the plain one stays a few dictionary operations long.
-        self._special = weigh or self._locked_reads
+        # get and put take their few-operation branch unless TTL, W-TinyLFU or
+        # weights add work (_lookup_locked, _put_general).
+        self._plain_get = ttl is None and policy == "lru"
+        self._plain_put = self._plain_get and not weigh
         self._hold_entries: int | None = None
         self._hold_bytes: int | None = None
         self._bound = _UNBOUNDED
@@ -322,16 +250,24 @@ class LRUCache(MutableMapping[K, V]):
         self._update_bounds()
         self._hits = 0
         self._misses = 0
-        # Counted by lock-free gets; read under the lock (_read_counter).
-        self._free_hits = itertools.count()
-        self._free_misses = itertools.count()
-        self._free_hit_reads = 0
-        self._free_miss_reads = 0
         self._evictions = 0
         self._expirations = 0
         self._nbytes = 0
         self._nbytes_peak = 0
         self._size_peak = 0
+
+    def _set_lock(self, thread_safe: bool) -> None:
+        lock = threading.RLock() if thread_safe else None
+        self._lock = lock
+        # For the methods off the hot path: ``with self._guard``.
+        self._guard: contextlib.AbstractContextManager[Any] = (
+            lock if lock is not None else _UNLOCKED
+        )
+
+    def _set_data(self, data: OrderedDict[K, V]) -> None:
+        self._data = data
+        self._data_get = data.get
+        self._move_to_end = data.move_to_end
 
     # -- properties ---------------------------------------------------------
 
@@ -361,6 +297,11 @@ class LRUCache(MutableMapping[K, V]):
         return self._sizes is not None
 
     @property
+    def thread_safe(self) -> bool:
+        """Whether the cache has a lock (``thread_safe=False`` builds it without one)."""
+        return self._lock is not None
+
+    @property
     def nbytes(self) -> int:
         """Total weight of the values held (measured now when the cache does not weigh)."""
         return self.stats().nbytes
@@ -374,91 +315,71 @@ class LRUCache(MutableMapping[K, V]):
     def get(self, key: K, /, default: Any = None) -> Any:
         """Return the value for ``key`` (counting a hit and refreshing it) or ``default``.
 
-        Raises ``TypeError`` for an unhashable key. On an LRU (not W-TinyLFU)
-        with the GIL this takes no lock unless the entry has expired; it is
-        still thread-safe (module docstring).
+        An expired entry is dropped (and counted) instead. Raises ``TypeError``
+        for an unhashable key. Thread-safe.
         """
-        if self._locked_reads:
-            return self._get_special(key, default)
-        try:
-            value = self._data_get(key, _MISSING)
-        except TypeError:
-            raise _unhashable(key) from None
-        if value is _MISSING:
-            next(self._free_misses)
-            return default
-        # contextlib.suppress would cost more than the rest of the hit.
-        try:  # noqa: SIM105
-            self._move_to_end(key)
-        except KeyError:
-            pass  # evicted since the lookup: this hit happened before the eviction
-        next(self._free_hits)
-        return value
-
-    def _get_special(self, key: K, default: Any) -> Any:
-        # Both branches are inline: a method call would cost a Python frame.
-        if self._ttl_free_reads:
-            # A TTL get without the lock. The deadline is read before the
-            # value and written after it (_put_special_locked), so the value
-            # read is at least as new as the deadline: if that deadline is in
-            # the future, so is the value's.
-            try:
-                deadline = self._deadlines.get(key)  # type: ignore[union-attr]
-            except TypeError:
-                raise _unhashable(key) from None
-            if deadline is None:
-                next(self._free_misses)
-                return default
-            value = self._data_get(key, _MISSING)
-            if value is _MISSING:
-                next(self._free_misses)
-                return default
-            if deadline > self._clock():
-                try:  # noqa: SIM105 - as in get
-                    self._move_to_end(key)
-                except KeyError:
-                    pass
-                next(self._free_hits)
-                return value
-            # Expired, or replaced since: decide, and drop it, under the lock.
         lock = self._lock
-        lock.acquire()
+        if lock is not None:
+            lock.acquire()
         try:
+            if not self._plain_get:
+                return self._lookup_locked(key, default)
             try:
                 value = self._data_get(key, _MISSING)
             except TypeError:
                 raise _unhashable(key) from None
-            policy = self._policy
-            if policy is not None:
-                policy.sketch.increment(key)
             if value is _MISSING:
                 self._misses += 1
                 return default
-            deadlines = self._deadlines
-            if deadlines is not None and deadlines[key] <= self._clock():
-                self._remove_locked(key)
-                self._expirations += 1
-                self._misses += 1
-                return default
-            if policy is not None:
-                policy.on_hit(key)
-            else:
-                self._move_to_end(key)
+            self._move_to_end(key)
             self._hits += 1
             return value
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
+
+    def _lookup_locked(self, key: K, default: Any) -> Any:
+        try:
+            value = self._data_get(key, _MISSING)
+        except TypeError:
+            raise _unhashable(key) from None
+        policy = self._policy
+        if policy is not None:
+            policy.sketch.increment(key)
+        if value is _MISSING:
+            self._misses += 1
+            return default
+        deadlines = self._deadlines
+        if deadlines is not None and deadlines[key] <= self._clock():
+            self._remove_locked(key)
+            self._expirations += 1
+            self._misses += 1
+            return default
+        if policy is not None:
+            policy.on_hit(key)
+        else:
+            self._move_to_end(key)
+        self._hits += 1
+        return value
 
     def __getitem__(self, key: K) -> V:
-        """Like :meth:`get`, but raise ``KeyError`` when ``key`` is absent or expired."""
+        """Like :meth:`get`; when ``key`` is absent or expired, return ``self.__missing__(key)``.
+
+        The base ``__missing__`` raises ``KeyError``; a subclass may compute a
+        value instead, as with ``dict`` and ``cachetools`` (it runs outside the lock).
+        """
         value = self.get(key, _MISSING)
         if value is _MISSING:
-            raise KeyError(key)
+            return self.__missing__(key)
         return value
+
+    def __missing__(self, key: K) -> V:
+        """Called by ``cache[key]`` for an absent key; raises ``KeyError``."""
+        raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
         """Whether ``key`` holds a live entry; counts nothing and keeps recency unchanged."""
-        with self._lock:
+        with self._guard:
             try:
                 present = key in self._data
             except TypeError:
@@ -469,7 +390,7 @@ class LRUCache(MutableMapping[K, V]):
 
     def peek(self, key: K, default: T | None = None) -> V | T | None:
         """Return the live value for ``key`` without counting it or refreshing it."""
-        with self._lock:
+        with self._guard:
             try:
                 value = self._data_get(key, _MISSING)
             except TypeError:
@@ -500,22 +421,16 @@ class LRUCache(MutableMapping[K, V]):
 
         Replacing a key re-weighs it. Raises ``CacheError`` when the value alone
         exceeds ``max_bytes`` (the cache is left unchanged) and ``TypeError``
-        for an unhashable key.
+        for an unhashable key. Thread-safe.
         """
-        if self._special:
-            self._put_special(key, value)
+        if not self._plain_put:
+            self._put_general(key, value)
             return
-        if type(key) not in _ATOMIC_KEY_TYPES and not _atomic_key(key):
-            # Hashing this key may run Python code, which lock-free gets
-            # cannot tolerate: _put_special switches them to the lock first.
-            self._put_special(key, value)
-            return
-        data = self._data
-        # acquire/release in try/finally costs about a third of a ``with``
-        # block here, and the lock is most of the price of a put.
         lock = self._lock
-        lock.acquire()
+        if lock is not None:
+            lock.acquire()
         try:
+            data = self._data
             size = len(data)
             try:
                 data[key] = value
@@ -525,34 +440,24 @@ class LRUCache(MutableMapping[K, V]):
             if len(data) == size:
                 self._move_to_end(key)
             elif size >= self._bound:
-                data.popitem(last=False)
-                self._evictions += 1
+                self._enforce_locked()
             elif size >= self._size_peak:
                 self._size_peak = size + 1
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
 
-    def _put_special(self, key: K, value: V) -> None:
+    def _put_general(self, key: K, value: V) -> None:
         try:
             hash(key)
         except TypeError:
             raise _unhashable(key) from None
-        if (
-            type(key) not in _ATOMIC_KEY_TYPES
-            and (self._ttl_free_reads or not self._locked_reads)
-            and not _atomic_key(key)
-        ):
-            # Hashing this key may run Python code, which lock-free gets
-            # cannot tolerate: from now on every get takes the lock. This
-            # happens before the key is stored (module docstring).
-            self._locked_reads = self._special = True
-            self._ttl_free_reads = False
         # Weighing runs outside the lock: sizeof may be slow.
         size = self._weigh(value) if self._sizes is not None else 0
-        with self._lock:
-            self._put_special_locked(key, value, size)
+        with self._guard:
+            self._store_locked(key, value, size)
 
-    def _put_special_locked(self, key: K, value: V, size: int) -> None:
+    def _store_locked(self, key: K, value: V, size: int) -> None:
         data = self._data
         sizes = self._sizes
         policy = self._policy
@@ -563,7 +468,6 @@ class LRUCache(MutableMapping[K, V]):
         present = key in data
         data[key] = value
         if deadlines is not None:
-            # After the value: a lock-free get reads the deadline first.
             deadlines[key] = now + self._ttl  # type: ignore[operator]
             deadlines.move_to_end(key)
         weight = size if self._max_bytes is not None else 1
@@ -604,35 +508,11 @@ class LRUCache(MutableMapping[K, V]):
         byte_bound = self._byte_bound
         return byte_bound is not None and self._nbytes > byte_bound
 
-    @staticmethod
-    def _retry_reordered(read: Callable[[], T]) -> T:
-        # Right after a cache leaves the lock-free path, a get that started
-        # before may still reorder the dict once while ``read`` walks it
-        # (module docstring). Each thread can do that at most once, so this
-        # ends; any other error propagates.
-        while True:
-            try:
-                return read()
-            except RuntimeError as exc:
-                if "mutated during iteration" not in str(exc):
-                    raise
-
-    def _keys_locked(self) -> list[K]:
-        data = self._data
-        return self._retry_reordered(lambda: list(data))
-
-    def _values_locked(self) -> list[V]:
-        values = self._data.values()
-        return self._retry_reordered(lambda: list(values))
-
-    def _first_key_locked(self) -> K:
-        data = self._data
-        return self._retry_reordered(lambda: next(iter(data)))
-
     def _enforce_locked(self) -> None:
         policy = self._policy
+        data = self._data
         while self._over_bound():
-            victim = policy.victim() if policy is not None else self._first_key_locked()
+            victim = policy.victim() if policy is not None else next(iter(data))
             self._remove_locked(victim)  # type: ignore[arg-type]
             self._evictions += 1
         if policy is not None:
@@ -653,41 +533,49 @@ class LRUCache(MutableMapping[K, V]):
         """Same as :meth:`put`."""
         self.put(key, value)
 
+    def _take_locked(self, key: K) -> V:
+        """Remove ``key`` and return its value; ``_MISSING`` when absent or expired."""
+        try:
+            present = key in self._data
+        except TypeError:
+            raise _unhashable(key) from None
+        if not present:
+            return _MISSING  # type: ignore[no-any-return]
+        deadlines = self._deadlines
+        expired = deadlines is not None and deadlines[key] <= self._clock()
+        value = self._remove_locked(key)
+        if expired:
+            self._expirations += 1
+            return _MISSING  # type: ignore[no-any-return]
+        return value
+
     def __delitem__(self, key: K) -> None:
-        """Remove ``key``; ``KeyError`` when it is absent."""
-        with self._lock:
-            try:
-                present = key in self._data
-            except TypeError:
-                raise _unhashable(key) from None
-            if not present:
-                raise KeyError(key)
-            self._remove_locked(key)
+        """Remove ``key``; ``KeyError`` when it is absent or expired (as :meth:`pop`)."""
+        with self._guard:
+            value = self._take_locked(key)
+        if value is _MISSING:
+            raise KeyError(key)
 
     @overload
     def pop(self, key: K, /) -> V: ...
     @overload
     def pop(self, key: K, /, default: V | T) -> V | T: ...
     def pop(self, key: K, /, default: Any = _MISSING) -> Any:
-        """Remove ``key`` and return its value; ``default`` (or ``KeyError``) when absent."""
-        with self._lock:
-            try:
-                present = key in self._data
-            except TypeError:
-                raise _unhashable(key) from None
-            if present:
-                expired = self._deadlines is not None and self._deadlines[key] <= self._clock()
-                value = self._remove_locked(key)
-                if not expired:
-                    return value
-                self._expirations += 1
+        """Remove ``key`` and return its value; ``default`` (or ``KeyError``) when absent.
+
+        An expired entry counts as absent; it is dropped and counted as expired.
+        """
+        with self._guard:
+            value = self._take_locked(key)
+        if value is not _MISSING:
+            return value
         if default is _MISSING:
             raise KeyError(key)
         return default
 
     def popitem(self) -> tuple[K, V]:
         """Remove and return the coldest ``(key, value)``; ``KeyError`` when empty."""
-        with self._lock:
+        with self._guard:
             self._sweep_locked(None)
             if not self._data:
                 raise KeyError(f"{type(self).__name__} is empty")
@@ -696,7 +584,7 @@ class LRUCache(MutableMapping[K, V]):
 
     def clear(self) -> None:
         """Remove every entry (counters and peaks are kept)."""
-        with self._lock:
+        with self._guard:
             self._data.clear()
             if self._sizes is not None:
                 self._sizes.clear()
@@ -731,13 +619,13 @@ class LRUCache(MutableMapping[K, V]):
 
         The Warden runs this periodically so entries expire without traffic.
         """
-        with self._lock:
+        with self._guard:
             return self._sweep_locked(None)
 
     def _coldest_locked(self) -> Iterator[K]:
         if self._policy is not None:
             return self._policy.coldest()  # type: ignore[return-value]
-        return iter(self._keys_locked())
+        return iter(list(self._data))
 
     def shrink(self, fraction: float, *, hold: bool = False) -> int:
         """Evict the coldest entries until ``fraction`` of the cache is gone; return bytes freed.
@@ -750,11 +638,10 @@ class LRUCache(MutableMapping[K, V]):
         Raises ``ValueError``/``TypeError`` for a fraction outside ``[0, 1]``.
         """
         fraction = check_fraction("fraction", fraction)
-        if not isinstance(hold, bool):
-            raise TypeError(f"hold must be a bool, got {type(hold).__name__} {hold!r}")
+        _check_bool("hold", hold)
         evicted: list[V] = []
         freed = 0
-        with self._lock:
+        with self._guard:
             before = self._nbytes
             self._sweep_locked(None)
             freed = before - self._nbytes
@@ -787,7 +674,7 @@ class LRUCache(MutableMapping[K, V]):
 
     def release_hold(self) -> bool:
         """Let the cache grow to its configured bounds again; ``True`` if it was held."""
-        with self._lock:
+        with self._guard:
             held = self._hold_entries is not None
             self._hold_entries = self._hold_bytes = None
             self._update_bounds()
@@ -800,20 +687,18 @@ class LRUCache(MutableMapping[K, V]):
 
     def stats(self) -> CacheStats:
         """A :class:`CacheStats` snapshot; expired entries are swept first."""
-        with self._lock:
+        with self._guard:
             self._sweep_locked(None)
-            hits = self._hits + _read_counter(self._free_hits, self._free_hit_reads)
-            misses = self._misses + _read_counter(self._free_misses, self._free_miss_reads)
-            self._free_hit_reads += 1
-            self._free_miss_reads += 1
+            hits, misses = self._hits, self._misses
             size = len(self._data)
             sample: list[V] | None = None
             if self._sizes is None:
-                if size <= _EXACT_WEIGH_LIMIT:
-                    sample = self._values_locked()
-                else:
-                    step = size // _EXACT_WEIGH_LIMIT + 1
-                    sample = self._values_locked()[::step]
+                values = list(self._data.values())
+                sample = (
+                    values
+                    if size <= _EXACT_WEIGH_LIMIT
+                    else values[:: size // _EXACT_WEIGH_LIMIT + 1]
+                )
             nbytes = self._nbytes
             evictions, expirations = self._evictions, self._expirations
             nbytes_peak, size_peak = self._nbytes_peak, self._size_peak
@@ -826,7 +711,7 @@ class LRUCache(MutableMapping[K, V]):
                 exact = False
                 measured = round(measured * size / len(sample))
             nbytes = measured
-            with self._lock:
+            with self._guard:
                 if nbytes > self._nbytes_peak:
                     self._nbytes_peak = nbytes
         total = hits + misses
@@ -846,13 +731,15 @@ class LRUCache(MutableMapping[K, V]):
             held=held,
         )
 
+    def _lookups(self) -> int:
+        """Hits plus misses: how many gets were answered (memoize's ``cache_info`` reads it)."""
+        with self._guard:
+            return self._hits + self._misses
+
     def reset_stats(self) -> None:
         """Zero the hit, miss, eviction and expiration counters and reset peaks to now."""
-        with self._lock:
+        with self._guard:
             self._hits = self._misses = self._evictions = self._expirations = 0
-            # The next read of each counter consumes the value it returns now.
-            self._free_hit_reads = next(self._free_hits) + 1
-            self._free_miss_reads = next(self._free_misses) + 1
             self._size_peak = len(self._data)
             self._nbytes_peak = self._nbytes
 
@@ -860,20 +747,19 @@ class LRUCache(MutableMapping[K, V]):
 
     def __len__(self) -> int:
         """Number of live entries (expired ones are swept first)."""
-        with self._lock:
-            if self._deadlines is not None:
-                self._sweep_locked(None)
+        with self._guard:
+            self._sweep_locked(None)
             return len(self._data)
 
     def __iter__(self) -> Iterator[K]:
         """Iterate over a snapshot of the keys, coldest first; safe against concurrent writes."""
-        with self._lock:
+        with self._guard:
             self._sweep_locked(None)
             return iter(list(self._coldest_locked()))
 
     def snapshot(self) -> dict[K, V]:
         """A plain dict copy of the live entries, coldest first; counts nothing."""
-        with self._lock:
+        with self._guard:
             self._sweep_locked(None)
             data = self._data
             return {k: data[k] for k in self._coldest_locked()}
@@ -890,67 +776,56 @@ class LRUCache(MutableMapping[K, V]):
         """A view of a snapshot of the values (no hits are counted)."""
         return self.snapshot().values()
 
-    @property
-    def thread_safe(self) -> bool:
-        """Whether the cache may be shared between threads (``thread_safe=False`` says no)."""
-        return not isinstance(self, _SingleThreadLRUCache)
+    # -- pickling -----------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A snapshot for pickle and copy: entries in order, bounds, counters, remaining TTLs.
+
+        The lock is not pickled (the copy gets its own); a deadline is stored
+        as the time it has left, since clock readings do not carry over to
+        another process. ``sizeof`` and ``clock`` must be picklable (the
+        defaults are).
+        """
+        with self._guard:
+            state = {name: getattr(self, name) for name in _PICKLED}
+            state["thread_safe"] = self._lock is not None
+            state["_data"] = OrderedDict(self._data)
+            state["_sizes"] = dict(self._sizes) if self._sizes is not None else None
+            state["_policy"] = self._policy.copy() if self._policy is not None else None
+            deadlines = self._deadlines
+            if deadlines is not None:
+                now = self._clock()
+                state["_deadlines"] = [(k, d - now) for k, d in deadlines.items()]
+            else:
+                state["_deadlines"] = None
+        extra = getattr(self, "__dict__", None)  # a subclass's own attributes
+        if extra:
+            state["__dict__"] = dict(extra)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`__getstate__` snapshot, with a fresh lock."""
+        state = dict(state)
+        self._set_lock(state.pop("thread_safe"))
+        self._set_data(state.pop("_data"))
+        remaining = state.pop("_deadlines")
+        extra = state.pop("__dict__", None)
+        if extra:
+            vars(self).update(extra)
+        for name, value in state.items():
+            setattr(self, name, value)
+        if remaining is None:
+            self._deadlines = None
+        else:
+            now = self._clock()
+            self._deadlines = OrderedDict((k, now + left) for k, left in remaining)
 
     def __repr__(self) -> str:
-        name = "LRUCache" if isinstance(self, _SingleThreadLRUCache) else type(self).__name__
         return (
-            f"{name}(size={len(self)}, capacity={self._capacity}, "
+            f"{type(self).__name__}(size={len(self)}, capacity={self._capacity}, "
             f"max_bytes={self._max_bytes}, ttl={self._ttl}, policy={self._policy_name!r}, "
             f"thread_safe={self.thread_safe})"
         )
-
-
-class _SingleThreadLRUCache(LRUCache[K, V]):
-    """``LRUCache(thread_safe=False)``: the plain get/put paths without the lock.
-
-    The bodies repeat :class:`LRUCache`'s minus the ``with`` block: taking an
-    uncontended ``threading.Lock`` costs as much as the rest of a lookup, and a
-    helper call to share the code would cost about as much again.
-    """
-
-    __slots__ = ()
-
-    @overload
-    def get(self, key: K, /) -> V | None: ...
-    @overload
-    def get(self, key: K, /, default: V | T) -> V | T: ...
-    def get(self, key: K, /, default: Any = None) -> Any:
-        """Return the value for ``key`` (counting a hit and refreshing it) or ``default``."""
-        if self._special:
-            return self._get_special(key, default)
-        try:
-            value = self._data_get(key, _MISSING)
-        except TypeError:
-            raise _unhashable(key) from None
-        if value is _MISSING:
-            self._misses += 1
-            return default
-        self._move_to_end(key)
-        self._hits += 1
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        """Store ``value`` under ``key``, evicting the coldest entries to stay within bounds."""
-        if self._special:
-            self._put_special(key, value)
-            return
-        data = self._data
-        size = len(data)
-        try:
-            data[key] = value
-        except TypeError:
-            raise _unhashable(key) from None
-        if len(data) == size:
-            self._move_to_end(key)
-        elif size >= self._bound:
-            data.popitem(last=False)
-            self._evictions += 1
-        elif size >= self._size_peak:
-            self._size_peak = size + 1
 
 
 class TTLCache(LRUCache[K, V]):
@@ -958,7 +833,7 @@ class TTLCache(LRUCache[K, V]):
 
     Expired entries are dropped on access and by :meth:`sweep_expired` (run
     periodically by the Warden). Raises ``ValueError`` for ``ttl <= 0``, NaN or
-    infinity. Thread-safe like :class:`LRUCache`.
+    infinity. Thread-safe like :class:`LRUCache` unless ``thread_safe=False``.
     """
 
     __slots__ = ()
@@ -977,7 +852,13 @@ class TTLCache(LRUCache[K, V]):
         if ttl is None:
             raise TypeError("ttl must be a number of seconds, got None")
         super().__init__(
-            capacity, max_bytes=max_bytes, sizeof=sizeof, ttl=ttl, clock=clock, policy=policy
+            capacity,
+            max_bytes=max_bytes,
+            sizeof=sizeof,
+            ttl=ttl,
+            clock=clock,
+            policy=policy,
+            thread_safe=thread_safe,
         )
 
 
@@ -1000,7 +881,8 @@ class WeakValueCache(Generic[K, V]):
     Seed 002's ``WeakReferenceCache`` (``put``, ``get``, ``len``). It owns no
     memory of its own, so pressure reactions leave it alone. Raises
     ``TypeError`` for an unhashable key or a value that cannot be weakly
-    referenced (``int``, ``str``, ``tuple``...). Thread-safe.
+    referenced (``int``, ``str``, ``tuple``...). Thread-safe: one re-entrant
+    lock, as in :class:`LRUCache`.
     """
 
     __slots__ = (
@@ -1015,7 +897,7 @@ class WeakValueCache(Generic[K, V]):
     )
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._data: dict[K, _KeyedRef] = {}
         # Weakref callbacks can run inside any allocation, even while this
         # thread holds the lock, so they only queue the dead ref; every

@@ -1,35 +1,39 @@
 """``memoize``: result caching for sync and async functions, with single-flight for async.
 
+The wrapper follows cachetools' ``cached``: it builds the key, asks the cache's
+public ``get``, calls the function on a miss and ``put``s the result. The
+cache's own lock is the only one a hit takes; the function runs outside it.
 Keys follow ``functools`` rules (positional arguments, ``typed=`` adds types)
 except that keyword arguments are order-insensitive. Exceptions are never
 cached.
 
-Async single-flight: concurrent calls with one key share one computation. The
-computation runs in its own task (an asyncio ``Task``, or a trio system task),
-not in the first caller's, so that cancelling any caller, the first included,
-returns that caller at once while the others keep waiting for the result.
-When the last waiter goes away before the result is ready, the computation is
-cancelled (through an anyio ``CancelScope``) and nothing is cached: nobody is
-left to want it. This is the behaviour async-lru settled on (PRs #697/#708).
-anyio has no detached spawn on purpose, so that one call is backend-specific;
-every wait and cancellation goes through anyio.
+Async single-flight has the shape of trio's waiting primitives: try the cache
+(a hit returns without waiting), else join the computation of that key on
+this event loop, or start it, and park until it ends. The computation runs
+as a background task of the loop (``_backend``), not in the first caller's
+task, so cancelling any caller, the first included, returns that caller at
+once while the others keep waiting. A cancelled waiter leaves the flight; the
+last one to leave abandons it: the computation is cancelled (through an anyio
+``CancelScope``), the flight leaves the table and nothing is cached, as
+async-lru settled on (PRs #697/#708). Each waiter of a failed computation
+raises its own copy of the exception (see ``_own_exception``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import contextvars
+import copy
 import functools
 import inspect
 import threading
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
 
 import anyio
 
-from ._cache_core import LRUCache, TTLCache, _SingleThreadLRUCache, _unhashable
+from . import _backend
+from ._cache_core import LRUCache, TTLCache, _check_bool, _check_callable
 from .errors import CacheError
 
 __all__ = ["CacheInfo", "MemoizedFunction", "memoize"]
@@ -53,7 +57,11 @@ class CacheInfo(NamedTuple):
 
 
 class MemoizedFunction(Protocol[P, R_co]):
-    """What :func:`memoize` returns: the function plus ``functools``-style cache controls."""
+    """What :func:`memoize` returns: the function plus ``functools``-style cache controls.
+
+    On a method, ``instance.method.cache_invalidate(*args)`` forgets the entry
+    of that instance's call (``self`` is part of the key), as in async-lru.
+    """
 
     cache: LRUCache[Any, Any]
     __wrapped__: Callable[P, R_co]
@@ -97,48 +105,68 @@ def make_key(args: tuple[Any, ...], kwargs: dict[str, Any], typed: bool) -> Hash
     return key
 
 
-def _loop_identity() -> object:
+def _describe(func: Callable[..., Any]) -> str:
+    return getattr(func, "__qualname__", None) or repr(func)
+
+
+def _own_exception(error: BaseException, traceback: Any) -> BaseException:
+    """A copy of ``error`` for one waiter, with the computation's own traceback.
+
+    Raising one exception object in every waiter would grow its traceback by
+    each waiter's frames (and keep those frames alive), and let one waiter's
+    ``raise`` rewrite what another sees. The copy is ``copy.copy``'s, kept
+    only when it is faithful (same type, ``args`` and attributes): an
+    exception whose ``__init__`` does not take its own ``args`` back cannot be
+    rebuilt that way, and is raised as itself with its traceback reset, as
+    ``asyncio.Future`` does.
+    """
     try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        import trio
-
-        return trio.lowlevel.current_trio_token()
-
-
-_BACKGROUND: set[asyncio.Task[None]] = set()
-
-
-def _spawn(fn: Callable[[], Awaitable[None]]) -> None:
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        import trio
-
-        trio.lowlevel.spawn_system_task(fn, context=contextvars.copy_context())
-        return
-    task: asyncio.Task[None] = loop.create_task(fn())  # type: ignore[arg-type]
-    # asyncio keeps only weak references to tasks.
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
+        twin = copy.copy(error)
+        faithful = (
+            type(twin) is type(error)
+            and twin.args == error.args
+            and vars(twin).keys() == vars(error).keys()
+        )
+    except Exception:
+        faithful = False
+    if not faithful:
+        return error.with_traceback(traceback)
+    twin.__cause__ = error.__cause__
+    twin.__context__ = error.__context__
+    twin.__suppress_context__ = error.__suppress_context__
+    return twin.with_traceback(traceback)
 
 
 class _Flight:
-    __slots__ = ("abandoned", "error", "event", "invalidated", "ok", "scope", "value", "waiters")
+    """One computation on one event loop and the tasks parked on it."""
 
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.waiters = 0
-        self.value: Any = None
+    __slots__ = (
+        "abandoned",
+        "done",
+        "error",
+        "invalidated",
+        "key",
+        "parked",
+        "scope",
+        "traceback",
+        "value",
+    )
+
+    def __init__(self, key: tuple[object, Hashable]) -> None:
+        self.key = key
+        self.parked: set[_backend.Parking] = set()
+        self.value: Any = _MISSING
         self.error: BaseException | None = None
-        self.ok = False
+        self.traceback: Any = None
+        self.done = False
         self.abandoned = False
         self.invalidated = False
         self.scope: anyio.CancelScope | None = None
 
-
-def _describe(func: Callable[..., Any]) -> str:
-    return getattr(func, "__qualname__", None) or repr(func)
+    def result(self) -> Any:
+        if self.error is not None:
+            raise _own_exception(self.error, self.traceback)
+        return self.value
 
 
 @overload
@@ -172,35 +200,34 @@ def memoize(
 ) -> Any:
     """Cache a function's results in an :class:`LRUCache` (``@memoize`` or ``@memoize(...)``).
 
-    Works on sync and async functions. ``capacity=None`` and ``max_bytes=None``
-    mean unbounded (as ``functools.cache``); ``ttl`` makes results expire.
-    Pass ``cache=`` to store results in an existing cache (keys are then
-    prefixed per function, so functions sharing a cache never collide).
-    ``key=`` replaces the key function: ``key(*args, **kwargs) -> hashable``.
+    Works on sync and async functions, and on methods (``self`` is part of
+    the key). ``capacity=None`` and ``max_bytes=None`` mean unbounded (as
+    ``functools.cache``); ``capacity=0`` caches nothing (every call runs the
+    function, as ``lru_cache(maxsize=0)``); ``ttl`` makes results expire. Pass
+    ``cache=`` to store results in an existing cache (keys are then prefixed
+    per function, so functions sharing a cache never collide). ``key=``
+    replaces the key function: ``key(*args, **kwargs) -> hashable``.
     Concurrent awaits of one key share one computation (see the module notes
     on cancellation); exceptions are never cached; a result too large for
     ``max_bytes`` is returned but not cached.
 
-    ``thread_safe=False`` drops the cache's lock (one thread only, e.g. one
-    event loop). Raises ``TypeError``/``ValueError`` for bad arguments, and
-    ``ValueError`` when ``cache`` is combined with the cache-building options.
+    ``thread_safe=False`` builds the cache without a lock (one thread only,
+    e.g. one event loop). Raises ``TypeError``/``ValueError`` naming the
+    argument for bad arguments, and ``ValueError`` when ``cache`` is combined
+    with the cache-building options. Each decorated function gets its own
+    cache.
     """
     if callable(cache) and not isinstance(cache, LRUCache):
         return memoize()(cache)
-    if key is not None and not callable(key):
-        raise TypeError(f"key must be callable, got {type(key).__name__} {key!r}")
-    if not isinstance(typed, bool):
-        raise TypeError(f"typed must be a bool, got {type(typed).__name__} {typed!r}")
+    if key is not None:
+        _check_callable("key", key)
+    _check_bool("typed", typed)
+    _check_bool("thread_safe", thread_safe)
     shared = cache is not None
     if shared:
         if not isinstance(cache, LRUCache):
             raise TypeError(f"cache must be an LRUCache, got {type(cache).__name__} {cache!r}")
-        given = {
-            "capacity": capacity,
-            "ttl": ttl,
-            "max_bytes": max_bytes,
-            "sizeof": sizeof,
-        }
+        given = {"capacity": capacity, "ttl": ttl, "max_bytes": max_bytes, "sizeof": sizeof}
         clash = [name for name, value in given.items() if value is not None]
         if policy != "lru":
             clash.append("policy")
@@ -210,304 +237,352 @@ def memoize(
             raise ValueError(
                 f"pass either cache or {', '.join(clash)}, not both (got cache={cache!r})"
             )
-        store: LRUCache[Any, Any] = cache
-    elif ttl is not None:
-        store = TTLCache(
-            ttl,
+
+    def build() -> LRUCache[Any, Any]:
+        if shared:
+            return cast(LRUCache[Any, Any], cache)
+        if ttl is not None:
+            return TTLCache(
+                ttl,
+                capacity,
+                max_bytes=max_bytes,
+                sizeof=sizeof,
+                clock=clock,
+                policy=policy,  # type: ignore[arg-type]
+                thread_safe=thread_safe,
+            )
+        return LRUCache(
             capacity,
             max_bytes=max_bytes,
             sizeof=sizeof,
             clock=clock,
             policy=policy,  # type: ignore[arg-type]
-        )
-    else:
-        store = LRUCache(
-            capacity,
-            max_bytes=max_bytes,
-            sizeof=sizeof,
-            clock=clock,
-            policy=policy,  # type: ignore[arg-type]
+            thread_safe=thread_safe,
         )
 
+    build()  # every bad argument is refused here, before anything is decorated
+
     def decorate(func: Callable[P, R]) -> MemoizedFunction[P, R]:
-        if not callable(func):
-            raise TypeError(f"memoize needs a callable, got {type(func).__name__} {func!r}")
-        if inspect.iscoroutinefunction(func):
-            wrapper = _async_wrapper(func, store, key, typed, shared)
-        else:
-            wrapper = _sync_wrapper(func, store, key, typed, shared)
-        return cast(MemoizedFunction[P, R], wrapper)
+        _check_callable("func", func)
+        kind: type[_Memoized] = _AsyncMemoized if inspect.iscoroutinefunction(func) else _Memoized
+        return cast(MemoizedFunction[P, R], kind(func, build(), key, typed, shared))
 
     return decorate
 
 
-class _Controls:
-    """Counters and cache controls shared by the sync and async wrappers."""
+class _Memoized:
+    """A memoized function: the call path and the functools-style controls.
 
-    __slots__ = ("flights", "hits", "misses", "prefix", "shared", "store", "typed")
-
-    def __init__(self, store: LRUCache[Any, Any], shared: bool, typed: bool) -> None:
-        self.store = store
-        self.typed = typed
-        self.shared = shared
-        self.prefix = object() if shared else None
-        self.hits = 0
-        self.misses = 0
-        self.flights: dict[tuple[object, Hashable], _Flight] = {}
-
-    def own_keys(self) -> list[Hashable]:
-        prefix = self.prefix
-        return [k for k in self.store if isinstance(k, tuple) and k and k[0] is prefix]
-
-    def info(self) -> CacheInfo:
-        size = len(self.own_keys()) if self.shared else len(self.store)
-        return CacheInfo(self.hits, self.misses, self.store.capacity, size)
-
-    def clear(self) -> None:
-        if self.shared:
-            for k in self.own_keys():
-                self.store.pop(k, None)
-        else:
-            self.store.clear()
-        for flight in self.flights.values():
-            flight.invalidated = True
-        self.hits = self.misses = 0
-
-    def invalidate(self, k: Hashable) -> bool:
-        if self.prefix is not None:
-            k = (self.prefix, k)
-        removed = self.store.pop(k, _MISSING) is not _MISSING
-        for (_, flight_key), flight in self.flights.items():
-            if flight_key == k:
-                flight.invalidated = True
-                removed = True
-        return removed
-
-
-def _attach(
-    wrapper: Any,
-    func: Callable[..., Any],
-    controls: _Controls,
-    make: Callable[[tuple[Any, ...], dict[str, Any]], Hashable],
-) -> None:
-    functools.update_wrapper(wrapper, func)
-    wrapper.cache = controls.store
-    wrapper.cache_info = controls.info
-    wrapper.cache_clear = controls.clear
-    wrapper.cache_invalidate = lambda *a, **kw: controls.invalidate(make(a, kw))
-    store = controls.store
-    wrapper.cache_parameters = lambda: {
-        "maxsize": store.capacity,
-        "max_bytes": store.max_bytes,
-        "ttl": store.ttl,
-        "policy": store.policy,
-        "typed": controls.typed,
-    }
-
-
-def _key_maker(
-    key: Callable[..., Hashable] | None, typed: bool
-) -> Callable[[tuple[Any, ...], dict[str, Any]], Hashable]:
-    if key is not None:
-        user_key = key
-        return lambda a, kw: user_key(*a, **kw)
-    return lambda a, kw: make_key(a, kw, typed)
-
-
-def _inline_parts(store: LRUCache[Any, Any]) -> tuple[bool, Any]:
-    """Whether the wrapper may read ``store`` directly, and the lock to take then.
-
-    A plain LRU lookup is a dict get and a move_to_end; doing it in the
-    wrapper instead of calling ``store.get`` saves a Python frame, which is a
-    third of the cost of a hit. Caches with TTL, weights or W-TinyLFU go
-    through ``store.get``.
+    A descriptor like a function: looked up on an instance it binds that
+    instance (:class:`_BoundMemoized`), so the method's controls know ``self``.
     """
-    plain = not store._special
-    lock = None if isinstance(store, _SingleThreadLRUCache) else store._lock
-    return plain, lock
 
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_calls",
+        "_computed",
+        "_flights",
+        "_get",
+        "_key",
+        "_mutex",
+        "_prefix",
+        "_put",
+        "_simple",
+        "_typed",
+        "cache",
+    )
 
-def _sync_wrapper(
-    func: Callable[..., Any],
-    store: LRUCache[Any, Any],
-    key: Callable[..., Hashable] | None,
-    typed: bool,
-    shared: bool,
-) -> Callable[..., Any]:
-    controls = _Controls(store, shared, typed)
-    prefix = controls.prefix
-    cache_get = store.get
-    cache_put = store.put
-    fast = _FASTTYPES
-    make = _key_maker(key, typed)
-    simple = key is None and not typed and not shared
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        store: LRUCache[Any, Any],
+        key: Callable[..., Hashable] | None,
+        typed: bool,
+        shared: bool,
+    ) -> None:
+        functools.update_wrapper(self, func)
+        self.cache = store
+        self._get = store.get
+        self._put = store.put
+        self._key = key
+        self._typed = typed
+        # A shared cache holds other functions' entries too: keys get a
+        # per-function prefix, and calls are counted here, not by the cache.
+        self._prefix: object | None = object() if shared else None
+        self._simple = key is None and not typed and not shared
+        lock = threading.RLock() if store.thread_safe else None
+        self._mutex: contextlib.AbstractContextManager[Any] = (
+            lock if lock is not None else contextlib.nullcontext()
+        )
+        self._calls: int | None = 0 if shared else None
+        self._computed = 0
+        self._flights: dict[tuple[object, Hashable], _Flight] = {}
 
-    plain, lock = _inline_parts(store)
-    data_get = store._data_get
-    move_to_end = store._move_to_end
-    counter_lock = threading.Lock()
+    def _make_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+        user_key = self._key
+        k = (
+            user_key(*args, **kwargs)
+            if user_key is not None
+            else make_key(args, kwargs, self._typed)
+        )
+        prefix = self._prefix
+        if prefix is not None:
+            with self._mutex:
+                self._calls += 1  # type: ignore[operator]
+            return (prefix, k)
+        return k
 
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        # The common case (positional, untyped, own cache) is inlined: it is
-        # the whole cost of a hit.
-        if simple and not kwargs:
-            k: Hashable = args[0] if len(args) == 1 and type(args[0]) in fast else args
-        else:
-            k = make(args, kwargs)
-            if prefix is not None:
-                k = (prefix, k)
-        if plain:
-            if lock is not None:
-                lock.acquire()
-            try:
-                value = data_get(k, _MISSING)
-                # Counted under the cache's lock so threads lose no counts.
-                if value is _MISSING:
-                    store._misses += 1
-                    controls.misses += 1
-                else:
-                    move_to_end(k)
-                    store._hits += 1
-                    controls.hits += 1
-                    return value
-            except TypeError:
-                raise _unhashable(k) from None
-            finally:
-                if lock is not None:
-                    lock.release()
-        else:
-            value = cache_get(k, _MISSING)
-            with counter_lock:
-                if value is not _MISSING:
-                    controls.hits += 1
-                    return value
-                controls.misses += 1
-        value = func(*args, **kwargs)
+    def _store(self, k: Hashable, value: Any) -> None:
         # A value larger than max_bytes is returned but not cached.
         with contextlib.suppress(CacheError):
-            cache_put(k, value)
+            self._put(k, value)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Return the cached result for these arguments, or call the function and cache it."""
+        if self._simple and not kwargs:
+            k = args[0] if len(args) == 1 and type(args[0]) in _FASTTYPES else args
+        else:
+            k = self._make_key(args, kwargs)
+        value = self._get(k, _MISSING)
+        if value is not _MISSING:
+            return value
+        with self._mutex:
+            self._computed += 1
+        value = self.__wrapped__(*args, **kwargs)  # type: ignore[attr-defined]
+        self._store(k, value)
         return value
 
-    _attach(wrapper, func, controls, make)
-    return wrapper
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        return self if instance is None else _BoundMemoized(self, instance)
+
+    def __reduce__(self) -> str:
+        # Pickled by reference, like the function it replaces.
+        return cast(str, self.__qualname__)  # type: ignore[attr-defined]
+
+    def __copy__(self) -> _Memoized:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Memoized:
+        return self
+
+    def __repr__(self) -> str:
+        return f"<memoized {self.__wrapped__!r}>"  # type: ignore[attr-defined]
+
+    # -- functools-style controls -------------------------------------------
+
+    def _own_keys(self) -> list[Hashable]:
+        prefix = self._prefix
+        return [k for k in self.cache if isinstance(k, tuple) and k and k[0] is prefix]
+
+    def cache_info(self) -> CacheInfo:
+        """Hits (calls answered without running the function), misses, maxsize, currsize."""
+        store = self.cache
+        with self._mutex:
+            computed = self._computed
+            calls = self._calls
+        if calls is None:  # every call asked the cache once
+            calls = store._lookups()
+            size = len(store)
+        else:
+            size = len(self._own_keys())
+        return CacheInfo(calls - computed, computed, store.capacity, size)
+
+    def cache_clear(self) -> None:
+        """Forget every cached result and zero the counters; computations in flight are not kept."""
+        store = self.cache
+        if self._prefix is not None:
+            for k in self._own_keys():
+                store.pop(k, None)
+        else:
+            store.clear()
+            store.reset_stats()
+        with self._mutex:
+            for flight in self._flights.values():
+                flight.invalidated = True
+            self._computed = 0
+            if self._calls is not None:
+                self._calls = 0
+
+    def cache_invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Forget the result for these arguments; ``True`` if one was cached or in flight.
+
+        A computation in flight still answers its waiters, but is not cached.
+        """
+        user_key = self._key
+        k = (
+            user_key(*args, **kwargs)
+            if user_key is not None
+            else make_key(args, kwargs, self._typed)
+        )
+        if self._prefix is not None:
+            k = (self._prefix, k)
+        removed = self.cache.pop(k, _MISSING) is not _MISSING
+        with self._mutex:
+            for (_, flight_key), flight in self._flights.items():
+                if flight_key == k:
+                    flight.invalidated = True
+                    removed = True
+        return removed
+
+    def cache_parameters(self) -> dict[str, Any]:
+        """``maxsize``, ``max_bytes``, ``ttl``, ``policy`` and ``typed``, as functools offers."""
+        store = self.cache
+        return {
+            "maxsize": store.capacity,
+            "max_bytes": store.max_bytes,
+            "ttl": store.ttl,
+            "policy": store.policy,
+            "typed": self._typed,
+        }
 
 
-def _async_wrapper(
-    func: Callable[..., Awaitable[Any]],
-    store: LRUCache[Any, Any],
-    key: Callable[..., Hashable] | None,
-    typed: bool,
-    shared: bool,
-) -> Callable[..., Any]:
-    controls = _Controls(store, shared, typed)
-    prefix = controls.prefix
-    cache_get = store.get
-    flights = controls.flights
-    fast = _FASTTYPES
-    make = _key_maker(key, typed)
-    simple = key is None and not typed and not shared
-    name = _describe(func)
+class _AsyncMemoized(_Memoized):
+    """A memoized coroutine function: a hit returns at once; misses share one computation."""
 
-    def finish(flight_key: tuple[object, Hashable], flight: _Flight) -> None:
+    __slots__ = ()
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        store: LRUCache[Any, Any],
+        key: Callable[..., Hashable] | None,
+        typed: bool,
+        shared: bool,
+    ) -> None:
+        super().__init__(func, store, key, typed, shared)
+        _mark_coroutine_function(self)
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Return the cached result, or await the one computation of these arguments."""
+        if self._simple and not kwargs:
+            k = args[0] if len(args) == 1 and type(args[0]) in _FASTTYPES else args
+        else:
+            k = self._make_key(args, kwargs)
+        value = self._get(k, _MISSING)
+        if value is not _MISSING:
+            return value
+        return await self._join(k, args, kwargs)
+
+    async def _join(self, k: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        backend = _backend.current()
+        flight_key = (backend, k)
+        with self._mutex:
+            flight = self._flights.get(flight_key)
+            start = flight is None
+            if flight is None:
+                flight = self._flights[flight_key] = _Flight(flight_key)
+                self._computed += 1
+        if start:
+            backend.spawn(self._compute, flight, args, kwargs)
+        # Only this loop's tasks touch the flight from here on.
+        parking = backend.park()
+        flight.parked.add(parking)
         try:
-            if flights.get(flight_key) is flight:
-                del flights[flight_key]
-            if flight.ok and not flight.invalidated:
-                try:
-                    store.put(flight_key[1], flight.value)
-                except CacheError:
-                    pass  # larger than max_bytes: returned, not cached
-                except Exception as exc:
-                    # A failing sizeof reaches the callers, as it does for sync functions.
-                    flight.ok = False
-                    flight.error = exc
-            elif not flight.ok and flight.error is None:
-                flight.error = CacheError(f"the shared computation of {name} was cancelled")
+            await parking.wait()
+        except BaseException:
+            flight.parked.discard(parking)
+            if not flight.parked and not flight.done:
+                self._abandon(flight)
+            raise
+        return flight.result()
+
+    def _abandon(self, flight: _Flight) -> None:
+        """The last waiter left: nobody wants the result any more."""
+        flight.abandoned = flight.invalidated = True
+        self._leave_table(flight)
+        if flight.scope is not None:
+            flight.scope.cancel()
+
+    def _leave_table(self, flight: _Flight) -> None:
+        with self._mutex:
+            if self._flights.get(flight.key) is flight:
+                del self._flights[flight.key]
+
+    async def _compute(
+        self, flight: _Flight, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        try:
+            with anyio.CancelScope() as scope:
+                flight.scope = scope
+                if flight.abandoned:
+                    scope.cancel()
+                flight.value = await self.__wrapped__(*args, **kwargs)  # type: ignore[attr-defined]
+        except Exception as exc:
+            flight.value = _MISSING
+            flight.error = exc
+            flight.traceback = exc.__traceback__
+        finally:
+            self._finish(flight)
+
+    def _finish(self, flight: _Flight) -> None:
+        try:
+            self._leave_table(flight)
+            if flight.error is None:
+                if flight.value is _MISSING:
+                    name = _describe(self.__wrapped__)  # type: ignore[attr-defined]
+                    flight.error = CacheError(f"the shared computation of {name} was cancelled")
+                elif not flight.invalidated:
+                    try:
+                        self._store(flight.key[1], flight.value)
+                    except Exception as exc:
+                        # A failing sizeof reaches the callers, as it does for sync functions.
+                        flight.error = exc
+                        flight.traceback = exc.__traceback__
         finally:
             # Whatever happened above, no waiter may be left parked.
-            flight.event.set()
+            flight.done = True
+            for parking in flight.parked:
+                parking.wake()
 
-    def start(flight_key: tuple[object, Hashable], args: Any, kwargs: Any) -> _Flight:
-        flight = _Flight()
 
-        async def compute() -> None:
-            try:
-                with anyio.CancelScope() as scope:
-                    flight.scope = scope
-                    if flight.abandoned:
-                        scope.cancel()
-                    flight.value = await func(*args, **kwargs)
-                    flight.ok = True
-            except Exception as exc:
-                flight.error = exc
-            finally:
-                finish(flight_key, flight)
+def _mark_coroutine_function(wrapper: _AsyncMemoized) -> None:
+    """Let ``iscoroutinefunction`` see a coroutine function (as async-lru does)."""
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    if mark is not None:  # Python 3.12+
+        mark(wrapper)
+    else:  # pragma: no cover - depends on the Python version
+        import asyncio.coroutines
 
-        flights[flight_key] = flight
-        _spawn(compute)
-        return flight
+        wrapper._is_coroutine = getattr(asyncio.coroutines, "_is_coroutine", None)  # type: ignore[attr-defined]
 
-    async def join(flight_key: tuple[object, Hashable], flight: _Flight) -> Any:
-        flight.waiters += 1
-        try:
-            await flight.event.wait()
-        except BaseException:
-            flight.waiters -= 1
-            if flight.waiters == 0 and not flight.event.is_set():
-                # Last waiter gone: nobody wants the result any more.
-                flight.abandoned = True
-                if flights.get(flight_key) is flight:
-                    del flights[flight_key]
-                if flight.scope is not None:
-                    flight.scope.cancel()
-            raise
-        flight.waiters -= 1
-        if flight.error is not None:
-            raise flight.error
-        return flight.value
 
-    plain, lock = _inline_parts(store)
-    data_get = store._data_get
-    move_to_end = store._move_to_end
+class _BoundMemoized:
+    """A memoized function bound to an instance: ``self`` joins every key.
 
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if simple and not kwargs:
-            k: Hashable = args[0] if len(args) == 1 and type(args[0]) in fast else args
-        else:
-            k = make(args, kwargs)
-            if prefix is not None:
-                k = (prefix, k)
-        if plain:
-            if lock is not None:
-                lock.acquire()
-            try:
-                value = data_get(k, _MISSING)
-                if value is _MISSING:
-                    store._misses += 1
-                else:
-                    move_to_end(k)
-                    store._hits += 1
-            except TypeError:
-                raise _unhashable(k) from None
-            finally:
-                if lock is not None:
-                    lock.release()
-        else:
-            value = cache_get(k, _MISSING)
-        if value is not _MISSING:
-            controls.hits += 1
-            return value
-        flight_key = (_loop_identity(), k)
-        flight = flights.get(flight_key)
-        if flight is None:
-            controls.misses += 1
-            flight = start(flight_key, args, kwargs)
-        else:
-            controls.hits += 1
-        return await join(flight_key, flight)
+    Calls and ``cache_invalidate`` pass the instance first, so
+    ``obj.method.cache_invalidate(42)`` forgets ``obj.method(42)``; the other
+    controls are the function's own (one cache for every instance), as in
+    ``functools`` and async-lru.
+    """
 
-    _attach(wrapper, func, controls, make)
-    return wrapper
+    __slots__ = ("__func__", "__self__")
+
+    def __init__(self, func: _Memoized, instance: object) -> None:
+        self.__func__ = func
+        self.__self__ = instance
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the memoized function with the instance first."""
+        return self.__func__(self.__self__, *args, **kwargs)
+
+    def cache_invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Forget this instance's result for these arguments; ``True`` if one was kept."""
+        return self.__func__.cache_invalidate(self.__self__, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__func__, name)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _BoundMemoized):
+            return NotImplemented
+        return self.__func__ is other.__func__ and self.__self__ == other.__self__
+
+    def __hash__(self) -> int:
+        return hash((self.__func__, self.__self__))
+
+    def __repr__(self) -> str:
+        return f"<bound memoized {self.__func__.__wrapped__!r} of {self.__self__!r}>"  # type: ignore[attr-defined]
 
 
 for _cls in (CacheInfo, MemoizedFunction):

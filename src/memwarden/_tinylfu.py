@@ -120,6 +120,17 @@ class _FrequencySketch:
         self._table = bytearray(len(self._table))
         self._additions = 0
 
+    def copy(self) -> _FrequencySketch:
+        """An independent copy of the counters (for pickling a cache under its lock)."""
+        other = _FrequencySketch.__new__(_FrequencySketch)
+        other._capacity = self._capacity
+        other._width = self._width
+        other._mask = self._mask
+        other._sample_size = self._sample_size
+        other._additions = self._additions
+        other._table = bytearray(self._table)
+        return other
+
 
 _WINDOW = 0
 _PROBATION = 1
@@ -280,6 +291,18 @@ class _WTinyLFU:
         self._weights = [0, 0, 0]
         self._where.clear()
         self._candidates.clear()
+
+    def copy(self) -> _WTinyLFU:
+        """An independent copy of the regions and the sketch (keys are shared, not copied)."""
+        other = _WTinyLFU.__new__(_WTinyLFU)
+        other.sketch = self.sketch.copy()
+        other._regions = tuple(OrderedDict(region) for region in self._regions)
+        other._weights = list(self._weights)
+        other._where = dict(self._where)
+        other._candidates = OrderedDict(self._candidates)
+        other._max_window = self._max_window
+        other._max_protected = self._max_protected
+        return other
 
     def region_sizes(self) -> tuple[int, int, int]:
         """Entries in window, probation and protected (for tests and debugging)."""

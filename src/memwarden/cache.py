@@ -250,9 +250,11 @@ class CacheManager:
         if namespace is not None:
             check_name("namespace", namespace)
         kw.setdefault("clock", self._clock)
+        # Built now, so that a bad argument is refused here, before any decoration.
+        memoizer = memoize(capacity=capacity, ttl=ttl_seconds, **kw)
 
         def decorate(func: Callable[P, R]) -> MemoizedFunction[P, R]:
-            wrapped = memoize(capacity=capacity, ttl=ttl_seconds, **kw)(func)
+            wrapped = memoizer(func)
             if namespace is not None:
                 self.register(namespace, wrapped.cache)
                 return wrapped
