@@ -13,21 +13,20 @@ Design:
   ``dropped``) and wakes the receiver parked on that subscription, if any.
 - Subscriptions are held weakly: one that is garbage-collected disappears
   from the broadcaster without anyone calling ``close()``.
-- ``receive()`` pops from the deque after it wakes, so a receiver cancelled at
-  the moment an item arrives leaves the item in the buffer for the next
-  receive (trio's rule: complete, or raise leaving state unchanged).
+- ``receive()`` has the shape of every waiting primitive here: a checkpoint,
+  then ``receive_nowait()``, else park until a publish (or a close) wakes it
+  and try again. It pops from the deque only after it wakes, so a receiver
+  cancelled at the moment an item arrives leaves the item in the buffer for
+  the next receive (trio's rule: complete, or raise leaving state unchanged).
 
 Threads: all buffer state sits behind one ``threading.Lock`` per broadcaster,
 so ``publish()`` may be called from any thread without corrupting anything.
-A receiver parked on an event loop is woken directly when the item was
-published on that loop's thread, and through the loop's thread-safe
-call-soon (``anyio.lowlevel.current_token()``) when it was published from
-another thread.
+Receivers park on ``memwarden._backend``'s one-shot wake-ups, which are
+thread-safe and never block the publisher.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import weakref
@@ -35,11 +34,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import anyio
 import anyio.lowlevel
 
+from . import _backend
 from ._validate import check_int
 
 __all__ = ["BroadcastStatistics", "Broadcaster", "Overflow", "Subscription"]
@@ -51,9 +51,7 @@ _OVERFLOWS: tuple[str, ...] = ("drop_oldest", "latest")
 
 _log = logging.getLogger("memwarden.broadcast")
 
-# anyio >= 4.11 has current_token(); without it a publish from a foreign thread
-# still buffers the item but the parked receiver wakes on the next in-loop publish.
-_current_token: Callable[[], Any] | None = getattr(anyio.lowlevel, "current_token", None)
+_Wakeups = list[_backend.Parking]
 
 
 def check_overflow(value: object) -> Overflow:
@@ -81,28 +79,6 @@ class BroadcastStatistics:
     closed: bool
 
 
-class _Waiter:
-    """Where a parked receiver waits, and how to wake it from another thread."""
-
-    __slots__ = ("event", "parked", "thread", "token")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.thread = threading.get_ident()
-        self.token: Any = _current_token() if _current_token is not None else None
-        self.parked = 0
-
-    def wake(self) -> None:
-        if threading.get_ident() == self.thread:
-            self.event.set()
-            return
-        if self.token is None:
-            return
-        # RuntimeError: the loop has finished, so nobody is left waiting.
-        with contextlib.suppress(RuntimeError):
-            self.token.backend_class.run_sync_soon(self.event.set, (), self.token.native_token)
-
-
 class Subscription(Generic[T]):
     """One subscriber's view of a broadcast: an async iterator and async context manager.
 
@@ -124,7 +100,8 @@ class Subscription(Generic[T]):
         "_key",
         "_lock",
         "_owner",
-        "_waiter",
+        "_parked",
+        "_waiting",
         "dropped",
         "peak_pending",
     )
@@ -140,10 +117,11 @@ class Subscription(Generic[T]):
         self._lock = lock
         self._capacity = capacity
         self._accept = accept
-        # maxlen makes a full buffer drop its oldest item inside append(), atomically,
-        # so receive_nowait can pop without the lock even against a foreign-thread publish.
+        # maxlen makes a full buffer drop its oldest item inside append().
         self._buffer: deque[T] = deque(maxlen=capacity)
-        self._waiter: _Waiter | None = None
+        # One wake-up per parked receiver, taken (and woken) by the next push or end.
+        self._parked: _Wakeups = []
+        self._waiting = 0
         self._ended = False  # no more items will arrive
         self._closed = False  # closed by its own holder
         self._error: BaseException | None = None
@@ -166,12 +144,11 @@ class Subscription(Generic[T]):
     @property
     def waiting(self) -> int:
         """How many tasks are parked in :meth:`receive` right now."""
-        waiter = self._waiter
-        return waiter.parked if waiter is not None else 0
+        return self._waiting
 
     # -- core, called by the broadcaster under its lock -----------------------
 
-    def _push_locked(self, item: T) -> _Waiter | None:
+    def _push_locked(self, item: T) -> _Wakeups | None:
         buffer = self._buffer
         size = len(buffer)
         if size >= self._capacity:
@@ -181,17 +158,22 @@ class Subscription(Generic[T]):
             if size > self.peak_pending:
                 self.peak_pending = size
         buffer.append(item)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-        return waiter
+        return self._take_parked_locked()
 
-    def _end_locked(self, error: BaseException | None = None) -> _Waiter | None:
+    def _end_locked(self, error: BaseException | None = None) -> _Wakeups | None:
         self._ended = True
         if error is not None and self._error is None:
             self._error = error
-        waiter, self._waiter = self._waiter, None
-        return waiter
+        return self._take_parked_locked()
+
+    def _take_parked_locked(self) -> _Wakeups | None:
+        # Every parked receiver is woken: each retries receive_nowait(), and
+        # those that find nothing park again, so no wake-up is ever lost.
+        parked = self._parked
+        if not parked:
+            return None
+        self._parked = []
+        return parked
 
     # -- receiving -----------------------------------------------------------
 
@@ -204,11 +186,6 @@ class Subscription(Generic[T]):
         ``anyio.BrokenResourceError`` (from the filter's exception) when this
         subscription's ``accept`` filter raised.
         """
-        try:
-            # Lock-free fast path: popleft is atomic and close() empties the buffer.
-            return self._buffer.popleft()
-        except IndexError:
-            pass
         with self._lock:
             if self._closed:
                 raise anyio.ClosedResourceError
@@ -230,26 +207,26 @@ class Subscription(Generic[T]):
         wait was cancelled is returned by the next receive.
         """
         await anyio.lowlevel.checkpoint()
+        backend = _backend.current()
         while True:
             try:
                 return self.receive_nowait()
             except anyio.WouldBlock:
                 pass
+            parking = backend.park()
             with self._lock:
-                # Re-check under the lock: a publish may have landed since.
-                if self._buffer or self._ended or self._closed:
+                # A publish may have landed since receive_nowait(): try it again.
+                if self._buffer or self._ended:
                     continue
-                waiter = self._waiter
-                if waiter is None:
-                    waiter = self._waiter = _Waiter()
-                waiter.parked += 1
+                self._parked.append(parking)
+                self._waiting += 1
             try:
-                await waiter.event.wait()
+                await parking.wait()
             finally:
                 with self._lock:
-                    waiter.parked -= 1
-                    if waiter.parked == 0 and self._waiter is waiter:
-                        self._waiter = None
+                    self._waiting -= 1
+                    if parking in self._parked:  # cancelled before anyone woke it
+                        self._parked.remove(parking)
 
     def __aiter__(self) -> Subscription[T]:
         return self
@@ -273,13 +250,12 @@ class Subscription(Generic[T]):
                 return
             self._closed = True
             self._buffer.clear()
-            waiter = self._end_locked()
+            parked = self._end_locked()
         owner = self._owner
         self._owner = None
         if owner is not None:
             owner._discard(self._key)
-        if waiter is not None:
-            waiter.wake()
+        _wake(parked)
 
     async def aclose(self) -> None:
         """Close like :meth:`close`, then yield to the event loop once."""
@@ -406,7 +382,7 @@ class Broadcaster(Generic[T]):
         if self._closed:
             return
         filtered: list[Subscription[T]] | None = None
-        wake: list[_Waiter] | None = None
+        wake: list[_Wakeups] | None = None
         with self._lock:
             self._published += 1
             for ref in tuple(self._subs.values()):
@@ -419,11 +395,11 @@ class Broadcaster(Generic[T]):
                         filtered = []
                     filtered.append(sub)
                     continue
-                waiter = sub._push_locked(item)
-                if waiter is not None:
+                parked = sub._push_locked(item)
+                if parked is not None:
                     if wake is None:
                         wake = []
-                    wake.append(waiter)
+                    wake.append(parked)
         broken: list[tuple[Subscription[T], BaseException]] | None = None
         if filtered is not None:
             for sub in filtered:
@@ -436,14 +412,14 @@ class Broadcaster(Generic[T]):
                     broken.append((sub, exc))
                     continue
                 with self._lock:
-                    waiter = None if sub._ended else sub._push_locked(item)
-                if waiter is not None:
+                    parked = None if sub._ended else sub._push_locked(item)
+                if parked is not None:
                     if wake is None:
                         wake = []
-                    wake.append(waiter)
+                    wake.append(parked)
         if wake is not None:
-            for waiter in wake:
-                waiter.wake()
+            for parked in wake:
+                _wake(parked)
         if broken is not None:
             for sub, error in broken:
                 _log.warning(
@@ -453,11 +429,10 @@ class Broadcaster(Generic[T]):
 
     def _break(self, sub: Subscription[T], exc: BaseException) -> None:
         with self._lock:
-            waiter = sub._end_locked(exc)
+            parked = sub._end_locked(exc)
         self._discard(sub._key)
         sub._owner = None
-        if waiter is not None:
-            waiter.wake()
+        _wake(parked)
 
     def close(self) -> None:
         """End every subscription's iteration (after its buffered items). Idempotent."""
@@ -465,20 +440,18 @@ class Broadcaster(Generic[T]):
             if self._closed:
                 return
             self._closed = True
-        wake: list[_Waiter] = []
+        wake: list[_Wakeups | None] = []
         for key, ref in list(self._subs.items()):
             sub = ref()
             if sub is None:
                 continue
             with self._lock:
-                waiter = sub._end_locked()
+                wake.append(sub._end_locked())
             sub._owner = None
             self._discard(key)
-            if waiter is not None:
-                wake.append(waiter)
         self._subs.clear()
-        for waiter in wake:
-            waiter.wake()
+        for parked in wake:
+            _wake(parked)
 
     def statistics(self) -> BroadcastStatistics:
         """Return a snapshot of counts and high-water marks."""
@@ -497,3 +470,9 @@ class Broadcaster(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<Broadcaster subscribers={len(self._subs)} published={self._published}>"
+
+
+def _wake(parked: _Wakeups | None) -> None:
+    if parked is not None:
+        for parking in parked:
+            parking.wake()
