@@ -34,8 +34,7 @@ def on_both(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
     test.__qualname__ = fn.__qualname__
     test.__doc__ = fn.__doc__
     test.__module__ = fn.__module__
-    for mark in getattr(fn, "pytestmark", ()):
-        test = mark(test) if callable(mark) else test
+    test.pytestmark = list(getattr(fn, "pytestmark", []))  # type: ignore[attr-defined]
     return pytest.mark.parametrize("backend", BACKENDS)(test)
 
 

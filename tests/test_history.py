@@ -8,17 +8,11 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 import pytest
+from both_backends import on_both
 
 from memwarden.config import WardenConfig
 from memwarden.history import HistoryStore
 from memwarden.leaks import LeakWatcher
-
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def temp_files(directory: Path) -> list[Path]:
@@ -29,6 +23,7 @@ def records(start: int, count: int) -> list[dict[str, object]]:
     return [{"i": i, "t": float(i), "value": 1000 * i} for i in range(start, start + count)]
 
 
+@on_both
 async def test_append_and_load_roundtrip(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path / "state")
     assert await store.load("samples") == []
@@ -44,6 +39,7 @@ async def test_append_and_load_roundtrip(tmp_path: Path) -> None:
     assert [r["i"] for r in await again.load("samples")] == [0, 1, 2, 3, 4]
 
 
+@on_both
 async def test_rotation_is_bounded_by_size(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path, max_bytes=2048, keep=2)
     for start in range(0, 400, 10):
@@ -58,6 +54,7 @@ async def test_rotation_is_bounded_by_size(tmp_path: Path) -> None:
     assert not temp_files(tmp_path)
 
 
+@on_both
 async def test_keep_zero_drops_old_files(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path, max_bytes=1024, keep=0)
     for start in range(0, 100, 10):
@@ -65,6 +62,7 @@ async def test_keep_zero_drops_old_files(tmp_path: Path) -> None:
     assert [f.name for f in store.files("samples")] == ["samples.jsonl"]
 
 
+@on_both
 async def test_write_snapshot_replaces_whole_file(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path)
     await store.write_snapshot("leaks", [{"series": "a"}, {"series": "b"}])
@@ -74,6 +72,7 @@ async def test_write_snapshot_replaces_whole_file(tmp_path: Path) -> None:
     assert await store.load("leaks") == []
 
 
+@on_both
 async def test_load_skips_torn_and_foreign_lines(tmp_path: Path) -> None:
     (tmp_path / "samples.jsonl").write_text('{"i": 0}\n[1, 2]\nnot json\n{"i": 1}\n{"i": 2, "tr')
     store = HistoryStore(tmp_path)
@@ -84,6 +83,7 @@ async def test_load_skips_torn_and_foreign_lines(tmp_path: Path) -> None:
     assert [r["i"] for r in await store.load("samples")] == [0, 1, 3]
 
 
+@on_both
 async def test_leftover_temp_files_are_removed(tmp_path: Path) -> None:
     leftover = tmp_path / ".samples.jsonl.999.0.tmp"
     leftover.write_text("half a wri")
@@ -95,12 +95,13 @@ async def test_leftover_temp_files_are_removed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("bad", "exc", "needle"),
     [
-        ("abc", TypeError, "records"),
-        ([{"ok": 1}, 5], TypeError, r"records\[1\]"),
-        ([{"ok": 1}, {"x": object()}], TypeError, r"records\[1\]"),
-        ([{"x": float("nan")}], ValueError, r"records\[0\]"),
+        ("abc", TypeError, "records must be a sequence of mappings, got str 'abc'"),
+        ([{"ok": 1}, 5], TypeError, r"records\[1\] must be a mapping, got int 5"),
+        ([{"ok": 1}, {"x": object()}], TypeError, r"records\[1\] .*\{'x': <object"),
+        ([{"x": float("nan")}], ValueError, r"records\[0\] .*\{'x': nan\}"),
     ],
 )
+@on_both
 async def test_bad_records_write_nothing(
     tmp_path: Path, bad: object, exc: type, needle: str
 ) -> None:
@@ -113,6 +114,7 @@ async def test_bad_records_write_nothing(
     assert [r["i"] for r in await store.load("samples")] == [0, 1]
 
 
+@on_both
 async def test_bad_kind_and_settings(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path)
     for kind in ("", "../etc", "a/b", "x" * 65):
@@ -124,8 +126,12 @@ async def test_bad_kind_and_settings(tmp_path: Path) -> None:
         HistoryStore(tmp_path, max_bytes=10)
     with pytest.raises(ValueError, match="keep"):
         HistoryStore(tmp_path, keep=-1)
-    with pytest.raises(TypeError, match="directory"):
+    with pytest.raises(TypeError, match="directory must be a path, got int 5"):
         HistoryStore(5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="generation must be <= 2, got 3"):
+        store.path("samples", 3)
+    with pytest.raises(TypeError, match="generation must be an int, got bool True"):
+        store.path("samples", True)  # type: ignore[arg-type]
 
 
 def test_from_config(tmp_path: Path) -> None:
@@ -135,6 +141,7 @@ def test_from_config(tmp_path: Path) -> None:
     assert store.directory == tmp_path and store.max_bytes == 4096
 
 
+@on_both
 async def test_concurrent_appends_lose_nothing(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path)
     async with anyio.create_task_group() as tg:
@@ -143,6 +150,7 @@ async def test_concurrent_appends_lose_nothing(tmp_path: Path) -> None:
     assert sorted(r["i"] for r in await store.load("samples")) == list(range(100))
 
 
+@on_both
 async def test_cancelled_append_leaves_old_file_and_no_temp(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path)
     await store.append("samples", records(0, 5))
@@ -174,6 +182,7 @@ async def test_cancelled_append_leaves_old_file_and_no_temp(tmp_path: Path) -> N
     assert not temp_files(tmp_path)
 
 
+@on_both
 async def test_watcher_history_survives_a_restart(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path)
     before = LeakWatcher()
@@ -188,6 +197,7 @@ async def test_watcher_history_survives_a_restart(tmp_path: Path) -> None:
     assert [e.series for e in after.check(now=45.0)] == ["proc"]
 
 
+@on_both
 async def test_timed_out_append_leaves_whole_records_and_no_temp(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path, max_bytes=2048, keep=1)
     await store.append("samples", records(0, 5))

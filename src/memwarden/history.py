@@ -33,6 +33,7 @@ import itertools
 import json
 import os
 import re
+import reprlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,8 +41,8 @@ from typing import Any, Literal, Protocol
 
 import anyio
 import anyio.to_thread
-import sniffio
 
+from . import _backend
 from ._validate import check_int
 from .config import WardenConfig
 from .units import MiB
@@ -62,11 +63,8 @@ class _AsyncFile(Protocol):
 @asynccontextmanager
 async def _open(path: Path, mode: Literal["rb", "wb"]) -> AsyncIterator[tuple[_AsyncFile, int]]:
     """Open ``path`` with aiofiles on asyncio, anyio elsewhere; yields (file, fd)."""
-    try:
-        library = sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        library = ""
-    if library == "asyncio":
+    backend = _backend.current_or_none()
+    if backend is not None and backend.name == "asyncio":
         import aiofiles
 
         async with aiofiles.open(path, mode) as f:
@@ -87,15 +85,23 @@ def _fsync_dir(directory: Path) -> None:
 def _encode(records: Sequence[Mapping[str, object]]) -> bytes:
     """One JSON line per record; raises naming the first bad record, before any write."""
     if not isinstance(records, Sequence) or isinstance(records, str | bytes):
-        raise TypeError(f"records must be a sequence of mappings, got {type(records).__name__}")
+        raise TypeError(
+            f"records must be a sequence of mappings, got {type(records).__name__} "
+            f"{reprlib.repr(records)}"
+        )
     lines = []
     for index, record in enumerate(records):
         if not isinstance(record, Mapping):
-            raise TypeError(f"records[{index}] must be a mapping, got {record!r}")
+            raise TypeError(
+                f"records[{index}] must be a mapping, got {type(record).__name__} "
+                f"{reprlib.repr(record)}"
+            )
         try:
             lines.append(json.dumps(record, separators=(",", ":"), allow_nan=False))
         except (TypeError, ValueError) as exc:
-            raise type(exc)(f"records[{index}] is not JSON-serialisable: {exc}") from None
+            raise type(exc)(
+                f"records[{index}] is not JSON-serialisable ({exc}): {reprlib.repr(record)}"
+            ) from None
     return "".join(line + "\n" for line in lines).encode()
 
 
@@ -113,7 +119,9 @@ class HistoryStore:
         self, directory: str | os.PathLike[str], *, max_bytes: int = 8 * MiB, keep: int = 2
     ) -> None:
         if not isinstance(directory, str | os.PathLike):
-            raise TypeError(f"directory must be a path, got {type(directory).__name__}")
+            raise TypeError(
+                f"directory must be a path, got {type(directory).__name__} {directory!r}"
+            )
         self.directory = Path(directory)
         self.max_bytes = check_int("max_bytes", max_bytes, minimum=1024)
         self.keep = check_int("keep", keep, minimum=0)
@@ -144,6 +152,7 @@ class HistoryStore:
     def path(self, kind: str, generation: int = 0) -> Path:
         """The file of ``kind``: the current one (0) or a rotated one (1..keep)."""
         kind = self._check_kind(kind)
+        check_int("generation", generation, minimum=0, maximum=self.keep)
         suffix = f".{generation}" if generation else ""
         return self.directory / f"{kind}{suffix}.jsonl"
 
