@@ -210,6 +210,50 @@ class PsiTrigger:
         )
 
     @classmethod
+    def open_cgroup_v1_thresholds(
+        cls, directory: str | os.PathLike[str], thresholds: list[int]
+    ) -> PsiTrigger | None:
+        """Register cgroup v1 memory thresholds on ``memory.usage_in_bytes`` in ``directory``.
+
+        The kernel signals one eventfd whenever the cgroup's usage crosses any
+        of ``thresholds`` (bytes), going up or going down, within a page or so
+        of the crossing: much sooner than a sampling interval. Usage there
+        includes page cache, so callers add the reclaimable bytes they exclude
+        elsewhere. To move the thresholds, :meth:`close` this trigger and open
+        another (closing the eventfd unregisters every threshold on it).
+        ``None`` (logged once at debug level) when the files are missing or the
+        kernel refuses. Raises ``ValueError`` for an empty list or a threshold
+        that is not a positive int.
+        """
+        if not thresholds:
+            raise ValueError("thresholds must name at least one byte count, got []")
+        for value in thresholds:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"thresholds must be positive ints, got {value!r}")
+        directory = os.fspath(directory)
+        usage_path = os.path.join(directory, "memory.usage_in_bytes")
+        opened: list[int] = []
+        try:
+            efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            opened.append(efd)
+            usage = _os_open(usage_path, os.O_RDONLY | os.O_CLOEXEC)
+            opened.append(usage)
+            control = _os_open(
+                os.path.join(directory, "cgroup.event_control"), os.O_WRONLY | os.O_CLOEXEC
+            )
+            try:
+                for value in sorted(set(thresholds)):
+                    _os_write(control, f"{efd} {usage} {value}".encode())
+            finally:
+                os.close(control)
+        except OSError as exc:
+            for fd in opened:
+                os.close(fd)
+            _log_fallback(directory, errno.errorcode.get(exc.errno or 0, str(exc)))
+            return None
+        return cls(efd, usage_path, events=select.EPOLLIN, keep=(usage,), eventfd=True)
+
+    @classmethod
     def open_first(
         cls,
         paths: list[Path] | None = None,
