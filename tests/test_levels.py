@@ -36,8 +36,55 @@ def test_parse_unknown_level_names_it(value: object) -> None:
 
 
 def test_parse_wrong_type() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(
+        TypeError, match=r"level must be a PressureLevel, str or int, got float 1\.5"
+    ):
         PressureLevel.parse(1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="got bool True"):
+        PressureLevel.parse(True)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("previous", "error", "message"),
+    [
+        (7, ValueError, "unknown pressure level previous=7"),
+        (-1, ValueError, "unknown pressure level previous=-1"),
+        (2.5, TypeError, r"previous must be a PressureLevel, str or int, got float 2\.5"),
+        (
+            "high",
+            TypeError,
+            r"previous must be a PressureLevel, an int 0\.\.3 or None, got str 'high'",
+        ),
+        (True, TypeError, "previous must be a PressureLevel, str or int, got bool True"),
+    ],
+)
+def test_classify_refuses_a_bad_previous(
+    previous: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        PressureThresholds().classify(0.5, previous)  # type: ignore[arg-type]
+
+
+def test_classify_accepts_a_level_number_as_previous() -> None:
+    assert PressureThresholds().classify(0.84, 2) is HIGH  # hysteresis keeps HIGH
+    assert PressureThresholds().classify(0.84, HIGH) is HIGH
+
+
+@pytest.mark.parametrize(
+    ("fraction", "error", "message"),
+    [
+        (float("nan"), ValueError, "fraction must not be NaN, got nan"),
+        (-0.1, ValueError, r"fraction must be >= 0\.0, got -0\.1"),
+        ("0.5", TypeError, r"fraction must be a number, got str .0\.5."),
+        (None, TypeError, "fraction must be a number, got NoneType None"),
+        (True, TypeError, "fraction must be a number, got bool True"),
+    ],
+)
+def test_classify_refuses_a_bad_fraction(
+    fraction: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        PressureThresholds().classify(fraction)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -258,8 +258,17 @@ def test_probe_without_sample_is_rejected() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"min_level": "severe"}, ValueError, "unknown pressure level 'severe'"),
-        ({"min_level": 1.5}, TypeError, "level must be a PressureLevel"),
+        ({"min_level": "severe"}, ValueError, "unknown pressure level min_level='severe'"),
+        (
+            {"min_level": 1.5},
+            TypeError,
+            "min_level must be a PressureLevel, str or int, got float 1.5",
+        ),
+        (
+            {"min_level": True},
+            TypeError,
+            "min_level must be a PressureLevel, str or int, got bool True",
+        ),
         ({"buffer": 0}, ValueError, "buffer must be >= 1, got 0"),
         ({"buffer": None}, TypeError, "buffer must be an int, got NoneType None"),
         ({"overflow": "drop_newest"}, ValueError, "got 'drop_newest'"),

@@ -57,21 +57,32 @@ class PressureLevel(enum.IntEnum):
         return self.name.lower()
 
     @classmethod
-    def parse(cls, value: PressureLevel | str | int) -> PressureLevel:
-        """Accept a level, its label (any case) or its number; ``ValueError`` otherwise."""
+    def parse(cls, value: PressureLevel | str | int, *, name: str = "level") -> PressureLevel:
+        """Accept a level, its label (any case) or its number 0..3.
+
+        Raises ``ValueError`` for an unknown label or number and ``TypeError``
+        for anything else (``bool`` included); messages name the argument
+        ``name`` and show the value.
+        """
         if isinstance(value, PressureLevel):
             return value
         if isinstance(value, str):
             try:
                 return cls[value.strip().upper()]
             except KeyError:
-                raise ValueError(f"unknown pressure level {value!r}") from None
+                raise ValueError(_unknown(name, value)) from None
         if isinstance(value, int) and not isinstance(value, bool):
             try:
                 return cls(value)
             except ValueError:
-                raise ValueError(f"unknown pressure level {value!r}") from None
-        raise TypeError(f"level must be a PressureLevel, str or int, got {type(value).__name__}")
+                raise ValueError(_unknown(name, value)) from None
+        raise TypeError(
+            f"{name} must be a PressureLevel, str or int, got {type(value).__name__} {value!r}"
+        )
+
+
+def _unknown(name: str, value: object) -> str:
+    return f"unknown pressure level {name}={value!r} (expected low, medium, high, critical or 0..3)"
 
 
 # Module constants: attribute lookups on an Enum class are slow on the sampling path.
@@ -132,9 +143,20 @@ class PressureThresholds:
     def classify(self, fraction: float, previous: PressureLevel | None = None) -> PressureLevel:
         """Return the level for ``fraction`` given the ``previous`` level (hysteresis).
 
-        Raises ``ValueError`` for NaN or negative fractions.
+        ``previous`` is a :class:`PressureLevel`, its number 0..3, or None.
+        Raises ``TypeError`` for a ``fraction`` that is not a number (``bool``
+        included) or a ``previous`` that is not a level, number or None, and
+        ``ValueError`` for a NaN or negative ``fraction`` or an unknown level
+        number.
         """
         fraction = check_float("fraction", fraction, minimum=0.0, allow_inf=True)
+        if previous is not None and not isinstance(previous, PressureLevel):
+            if isinstance(previous, str):
+                # parse() takes labels, but a label here is a caller's mix-up.
+                raise TypeError(
+                    f"previous must be a PressureLevel, an int 0..3 or None, got str {previous!r}"
+                )
+            previous = PressureLevel.parse(previous, name="previous")
         return self._classify_checked(fraction, previous)
 
     def _classify_checked(self, fraction: float, previous: PressureLevel | None) -> PressureLevel:
@@ -439,7 +461,7 @@ class PressureMonitor:
         level, its label or its number), ``buffer`` or ``overflow``, and what
         the probe raises if a first sample is needed.
         """
-        min_level = PressureLevel.parse(min_level)
+        min_level = PressureLevel.parse(min_level, name="min_level")
         check_int("buffer", buffer, minimum=1)
         overflow = check_overflow(overflow)
         if not isinstance(include_current, bool):
@@ -475,11 +497,12 @@ class PressureMonitor:
         ``level``.
         """
         level = PressureLevel.parse(level)
+        await anyio.lowlevel.checkpoint()
         with self._lock:
             current = self._current_event()
             if current.level >= level:
-                await anyio.lowlevel.checkpoint()
                 return current
+            # Subscribed under the lock, so no event slips between the check and here.
             sub = self._broadcaster.subscribe(buffer=1, accept=lambda ev: ev.level >= level)
         try:
             return await sub.receive()
