@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from both_backends import on_both
 
 from memwarden.testing import ManualClock, StaticProbe
 
 
+@on_both
 async def test_sleep_wakes_only_when_advanced(clock: ManualClock) -> None:
     woke: list[float] = []
 
@@ -26,6 +28,7 @@ async def test_sleep_wakes_only_when_advanced(clock: ManualClock) -> None:
     assert clock.sleepers == 0
 
 
+@on_both
 async def test_cancelled_sleeper_is_forgotten(clock: ManualClock) -> None:
     with anyio.move_on_after(0.01):
         await clock.sleep(100)
@@ -33,6 +36,7 @@ async def test_cancelled_sleeper_is_forgotten(clock: ManualClock) -> None:
     clock.advance(200)  # nothing to wake, nothing breaks
 
 
+@on_both
 async def test_advance_when_parked(clock: ManualClock) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(clock.sleep, 1)
@@ -41,6 +45,7 @@ async def test_advance_when_parked(clock: ManualClock) -> None:
     assert clock() == 1002.0
 
 
+@on_both
 async def test_zero_sleep_is_a_checkpoint(clock: ManualClock) -> None:
     await clock.sleep(0)
     assert clock() == 1000.0
@@ -77,3 +82,65 @@ def test_static_probe_rejects_bad_input_without_change(kwargs: dict[str, int], n
     assert (probe.used, probe.limit) == (10, 100)
     with pytest.raises(TypeError, match="used"):
         probe.set(used=1.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fraction", "error", "message"),
+    [
+        (-0.5, ValueError, r"fraction must be >= 0\.0, got -0\.5"),
+        (True, TypeError, "fraction must be a number, got bool True"),
+        (float("nan"), ValueError, "fraction must not be NaN, got nan"),
+        (float("inf"), ValueError, "fraction must be finite, got inf"),
+        (None, TypeError, "fraction must be a number, got NoneType None"),
+        ("0.5", TypeError, "fraction must be a number, got str '0.5'"),
+    ],
+)
+def test_set_fraction_refuses_bad_input_without_change(
+    fraction: object, error: type[Exception], message: str
+) -> None:
+    probe = StaticProbe(used=10, limit=100)
+    with pytest.raises(error, match=message):
+        probe.set_fraction(fraction)  # type: ignore[arg-type]
+    assert (probe.used, probe.limit) == (10, 100)
+
+
+def test_set_fraction_beyond_the_limit_is_allowed() -> None:
+    probe = StaticProbe(used=10, limit=100)
+    probe.set_fraction(1.5)
+    assert probe.used == 150
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"used": True}, TypeError, "used must be an int, got bool True"),
+        ({"limit": True}, TypeError, "limit must be an int, got bool True"),
+        ({"used": float("nan")}, TypeError, "used must be an int, got float nan"),
+        ({"limit": -5}, ValueError, "limit must be >= 1, got -5"),
+        ({"used": 5, "limit": 0}, ValueError, "limit must be >= 1, got 0"),
+    ],
+)
+def test_static_probe_set_names_the_argument_and_value(
+    kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    probe = StaticProbe(used=10, limit=100)
+    with pytest.raises(error, match=message):
+        probe.set(**kwargs)  # type: ignore[arg-type]
+    assert (probe.used, probe.limit) == (10, 100)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"used": -1}, ValueError, "used must be >= 0, got -1"),
+        ({"limit": 0}, ValueError, "limit must be >= 1, got 0"),
+        ({"used": True}, TypeError, "used must be an int, got bool True"),
+        ({"rss": -1}, ValueError, "rss must be >= 0, got -1"),
+        ({"rss": 1.5}, TypeError, r"rss must be an int, got float 1\.5"),
+    ],
+)
+def test_static_probe_constructor_names_the_argument_and_value(
+    kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        StaticProbe(**kwargs)  # type: ignore[arg-type]

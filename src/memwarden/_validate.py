@@ -36,7 +36,10 @@ def check_float(
     """Return ``value`` as a float after rejecting bools, NaN, infinities and range errors."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:  # an int beyond the float range
+        result = math.inf if value > 0 else -math.inf
     if math.isnan(result):
         raise ValueError(f"{name} must not be NaN, got {value!r}")
     if math.isinf(result) and not allow_inf:

@@ -94,6 +94,8 @@ class StaticProbe:
     def __init__(self, used: int = 0, limit: int = 1 << 30, *, rss: int | None = None) -> None:
         check_int("used", used)
         check_int("limit", limit, minimum=1)
+        if rss is not None:
+            check_int("rss", rss)
         self._lock = threading.Lock()
         self._used = used
         self._limit = limit
@@ -116,7 +118,13 @@ class StaticProbe:
                 self._limit = limit
 
     def set_fraction(self, fraction: float) -> None:
-        """Set ``used`` to ``fraction * limit`` (convenient for pressure tests)."""
+        """Set ``used`` to ``fraction * limit`` (convenient for pressure tests).
+
+        ``fraction`` may exceed 1.0 (use beyond the limit). Raises
+        ``TypeError`` for a non-number (``bool`` included) and ``ValueError``
+        for a negative, NaN or infinite one, leaving ``used`` unchanged.
+        """
+        fraction = check_float("fraction", fraction, minimum=0.0)
         with self._lock:
             self._used = round(fraction * self._limit)
 
