@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import pathlib
 
 import pytest
 
@@ -122,3 +124,54 @@ def test_replace_validates_and_to_dict_is_json() -> None:
     with pytest.raises(ConfigError, match="leak_window"):
         config.replace(leak_window=0)
     assert config.leak_window == 100
+
+
+def _bad_values(field_type: str) -> list[object]:
+    if field_type == "float":
+        return ["1", True, math.nan, math.inf, None]
+    if field_type == "int":
+        return [1.5, True, "3", None]
+    if field_type == "bool":
+        return [1, "yes", None]
+    if field_type == "str":
+        return [5, None, "bogus"]
+    if field_type == "str | None":
+        return [5, b"/tmp", "", 1.5]
+    if field_type == "int | None":
+        return [1.5, True, "1GiB"]
+    raise AssertionError(f"no bad values for {field_type}")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (f.name, value)
+        for f in dataclasses.fields(WardenConfig)
+        for value in _bad_values(str(f.type))
+    ],
+)
+def test_every_field_refuses_a_bad_value_naming_it(field: str, value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        WardenConfig(**{field: value})
+    assert f"{field}={value!r}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("medium_threshold", 0.0, r"must be in \(0, 1\]"),
+        ("critical_threshold", 1.5, r"must be in \(0, 1\]"),
+        ("medium_threshold", 0.9, r"must be < high_threshold \(0\.85\)"),
+        ("hysteresis", -0.01, "must be >= 0"),
+        ("hysteresis", 0.7, r"must be >= 0 and < medium_threshold \(0\.7\)"),
+    ],
+)
+def test_threshold_errors_name_the_config_field(field: str, value: float, why: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{field}={value!r}: {why}"):
+        WardenConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_state_dir_takes_a_path_and_stores_its_str(tmp_path: pathlib.Path) -> None:
+    assert WardenConfig(state_dir=tmp_path).state_dir == str(tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="state_dir=5: must be None or a path"):
+        WardenConfig(state_dir=5)  # type: ignore[arg-type]

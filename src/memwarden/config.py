@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -131,7 +132,10 @@ class WardenConfig:
     profiling_enabled: bool = False
     """Trace allocations with tracemalloc while the Warden runs (costs CPU and memory)."""
     state_dir: str | None = None
-    """Directory where history and leak findings persist (None: not persisted)."""
+    """Directory where history and leak findings persist (None: not persisted).
+
+    A ``pathlib.Path`` (any ``os.PathLike`` naming a str path) is stored as its str.
+    """
     state_max_bytes: int = 8 * 1024 * 1024
     """Size bound of each persisted history file before rotation."""
     state_keep: int = 2
@@ -182,14 +186,34 @@ class WardenConfig:
             or self.capacity < 1
         ):  # fmt: skip
             raise bad("capacity", "must be None or an int >= 1")
-        if self.gc_aggressiveness not in _GC_LEVELS:
+        if self.state_dir is not None:
+            state_dir = self.state_dir
+            if isinstance(state_dir, os.PathLike):
+                state_dir = os.fspath(state_dir)
+            if not isinstance(state_dir, str):
+                raise bad("state_dir", "must be None or a path (str or os.PathLike)")
+            if not state_dir.strip():
+                raise bad("state_dir", "must be None or a non-empty path")
+            object.__setattr__(self, "state_dir", state_dir)
+        if not isinstance(self.gc_aggressiveness, str) or (
+            self.gc_aggressiveness not in _GC_LEVELS
+        ):
             raise bad("gc_aggressiveness", f"must be one of {', '.join(_GC_LEVELS)}")
         for name in ("aggressive_gc", "gc_optimization_enabled", "expire_sessions_on_critical",
                      "monitor_use_psi", "profiling_enabled"):  # fmt: skip
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be a bool")
-        for name in ("medium_threshold", "high_threshold", "critical_threshold", "hysteresis"):
-            number(name)
+        levels = ("medium_threshold", "high_threshold", "critical_threshold")
+        for name in levels:
+            if not 0 < number(name) <= 1:
+                raise bad(name, "must be in (0, 1]")
+        for lower, upper in itertools.pairwise(levels):
+            if number(lower) >= number(upper):
+                raise bad(lower, f"must be < {upper} ({getattr(self, upper)!r})")
+        if not 0 <= number("hysteresis") < number("medium_threshold"):
+            raise bad(
+                "hysteresis", f"must be >= 0 and < medium_threshold ({self.medium_threshold!r})"
+            )
         try:
             self.thresholds  # noqa: B018 - validates the combination
         except (TypeError, ValueError) as exc:
