@@ -21,9 +21,31 @@ BACKENDS = ("asyncio", "trio")
 
 def on_both(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
     """Turn an ``async def test_x(...)`` into ``test_x[asyncio]`` and ``test_x[trio]``."""
+    return _both(fn, autojump=False)
 
+
+def on_both_autojump(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Like :func:`on_both`, with trio's virtual clock jumping whenever every task waits.
+
+    A timeout then costs no real time under trio; under asyncio choose a short one
+    with :func:`timeout_for`.
+    """
+    return _both(fn, autojump=True)
+
+
+def timeout_for(seconds: float) -> float:
+    """``seconds`` under trio's autojump clock; a short real wait (0.05 s) under asyncio."""
+    return seconds if current_backend() == "trio" else min(seconds, 0.05)
+
+
+def _both(fn: Callable[..., Awaitable[None]], *, autojump: bool) -> Callable[..., None]:
     def test(backend: str, **fixtures: Any) -> None:
-        anyio.run(functools.partial(fn, **fixtures), backend=backend)
+        options: dict[str, Any] = {}
+        if autojump and backend == "trio":
+            import trio.testing
+
+            options["clock"] = trio.testing.MockClock(autojump_threshold=0)
+        anyio.run(functools.partial(fn, **fixtures), backend=backend, backend_options=options)
 
     signature = inspect.signature(fn)
     backend = inspect.Parameter("backend", inspect.Parameter.POSITIONAL_OR_KEYWORD)

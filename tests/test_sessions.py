@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
+from both_backends import current_backend, on_both, on_both_autojump, timeout_for
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -33,11 +34,16 @@ from memwarden.sessions import SessionData, SessionManager, SessionStats
 from memwarden.testing import ManualClock
 
 
-def budget_of(capacity: int, clock: ManualClock | None = None) -> MemoryManager:
-    """A real MemoryManager; with a clock, its timeouts follow that clock."""
-    if clock is None:
-        return MemoryManager(capacity)
-    return MemoryManager(capacity, clock=clock, sleep=clock.sleep)
+def budget_of(capacity: int) -> MemoryManager:
+    """A real MemoryManager; its timeouts run on the event loop's clock (anyio's)."""
+    return MemoryManager(capacity)
+
+
+def assert_budget_holds_only(budget: MemoryManager, manager: SessionManager, *others: int) -> None:
+    """Nothing leaked: the budget holds the sessions' charge plus ``others``, nobody waits."""
+    assert budget.waiters == 0
+    assert budget.current_usage == manager.stats().budget_bytes + sum(others)
+    assert manager.stats().budget_bytes >= manager.stats().total_bytes
 
 
 def allocations(budget: MemoryManager) -> int:
@@ -58,6 +64,7 @@ def make(clock: ManualClock, **kwargs: Any) -> SessionManager:
 # -- basics ---------------------------------------------------------------------------------
 
 
+@on_both
 async def test_ids_are_unique_urlsafe_secrets(clock: ManualClock) -> None:
     manager = make(clock)
     ids = {await manager.create_session() for _ in range(500)}
@@ -69,6 +76,7 @@ async def test_ids_are_unique_urlsafe_secrets(clock: ManualClock) -> None:
         )
 
 
+@on_both
 async def test_create_get_update_round_trip(clock: ManualClock) -> None:
     manager = make(clock)
     sid = await manager.create_session(user="ada", blob=100)
@@ -89,6 +97,7 @@ async def test_create_get_update_round_trip(clock: ManualClock) -> None:
     assert sid in manager and len(manager) == 1
 
 
+@on_both
 async def test_snapshot_is_a_copy(clock: ManualClock) -> None:
     manager = make(clock)
     sid = await manager.create_session(a=1)
@@ -99,6 +108,7 @@ async def test_snapshot_is_a_copy(clock: ManualClock) -> None:
     assert again is not None and again.data == {"a": 1} and again.nbytes == 1
 
 
+@on_both
 async def test_default_sizeof_is_deep_sizeof(clock: ManualClock) -> None:
     from memwarden.sizeof import deep_sizeof
 
@@ -113,6 +123,7 @@ async def test_default_sizeof_is_deep_sizeof(clock: ManualClock) -> None:
 # -- expiry ---------------------------------------------------------------------------------
 
 
+@on_both
 async def test_cleanup_expires_idle_sessions(clock: ManualClock) -> None:
     manager = make(clock)
     old = await manager.create_session(a=1)
@@ -126,6 +137,7 @@ async def test_cleanup_expires_idle_sessions(clock: ManualClock) -> None:
     assert (stats.sessions, stats.expired, stats.total_bytes) == (1, 1, 2)
 
 
+@on_both
 async def test_access_resets_the_idle_timer(clock: ManualClock) -> None:
     manager = make(clock)
     sid = await manager.create_session()
@@ -137,6 +149,7 @@ async def test_access_resets_the_idle_timer(clock: ManualClock) -> None:
     assert await manager.cleanup_inactive_sessions() == 1
 
 
+@on_both
 async def test_lookup_of_an_idle_session_expires_it(clock: ManualClock) -> None:
     manager = make(clock)
     sid = await manager.create_session(a=5)
@@ -147,6 +160,7 @@ async def test_lookup_of_an_idle_session_expires_it(clock: ManualClock) -> None:
         await manager.update_session(sid, a=1)
 
 
+@on_both
 async def test_infinite_timeout_never_expires(clock: ManualClock) -> None:
     manager = make(clock, timeout=math.inf)
     sid = await manager.create_session()
@@ -158,6 +172,7 @@ async def test_infinite_timeout_never_expires(clock: ManualClock) -> None:
 # -- leases ---------------------------------------------------------------------------------
 
 
+@on_both
 async def test_leased_session_survives_cleanup_then_expires_after_release(
     clock: ManualClock,
 ) -> None:
@@ -177,6 +192,7 @@ async def test_leased_session_survives_cleanup_then_expires_after_release(
     assert await manager.cleanup_inactive_sessions() == 1
 
 
+@on_both
 async def test_leases_nest_and_count(clock: ManualClock) -> None:
     manager = make(clock)
     sid = await manager.create_session()
@@ -191,6 +207,7 @@ async def test_leases_nest_and_count(clock: ManualClock) -> None:
     assert await manager.cleanup_inactive_sessions() == 1
 
 
+@on_both
 async def test_lease_of_unknown_session_raises(clock: ManualClock) -> None:
     manager = make(clock)
     with pytest.raises(SessionNotFoundError):
@@ -199,6 +216,7 @@ async def test_lease_of_unknown_session_raises(clock: ManualClock) -> None:
     assert manager.stats().leased == 0
 
 
+@on_both
 async def test_lease_is_released_when_the_body_raises(clock: ManualClock) -> None:
     manager = make(clock)
     sid = await manager.create_session()
@@ -208,6 +226,7 @@ async def test_lease_is_released_when_the_body_raises(clock: ManualClock) -> Non
     assert manager.stats().leased == 0
 
 
+@on_both
 async def test_lease_object_is_single_use_while_held(clock: ManualClock) -> None:
     manager = make(clock)
     sid = await manager.create_session()
@@ -218,6 +237,7 @@ async def test_lease_object_is_single_use_while_held(clock: ManualClock) -> None
     assert manager.stats().leased == 0
 
 
+@on_both
 async def test_end_session_while_leased(clock: ManualClock) -> None:
     manager = make(clock)
     sid = await manager.create_session(a=3)
@@ -232,6 +252,7 @@ async def test_end_session_while_leased(clock: ManualClock) -> None:
 # -- byte limit -----------------------------------------------------------------------------
 
 
+@on_both
 async def test_update_past_the_limit_keeps_old_data(clock: ManualClock) -> None:
     manager = make(clock, max_session_bytes=100)
     sid = await manager.create_session(a=60)
@@ -247,6 +268,7 @@ async def test_update_past_the_limit_keeps_old_data(clock: ManualClock) -> None:
     assert manager.stats().total_bytes == 100
 
 
+@on_both
 async def test_create_past_the_limit_creates_nothing(clock: ManualClock) -> None:
     manager = make(clock, max_session_bytes=10)
     with pytest.raises(SessionMemoryError, match="new session"):
@@ -255,6 +277,7 @@ async def test_create_past_the_limit_creates_nothing(clock: ManualClock) -> None
     assert (stats.sessions, stats.created, stats.rejected_updates) == (0, 0, 1)
 
 
+@on_both
 async def test_session_errors_are_catchable_as_builtins(clock: ManualClock) -> None:
     manager = make(clock)
     with pytest.raises(KeyError):
@@ -288,6 +311,7 @@ def test_bad_constructor_arguments(
         SessionManager(**kwargs)
 
 
+@on_both
 async def test_bad_call_arguments(clock: ManualClock) -> None:
     manager = make(clock)
     sid = await manager.create_session()
@@ -306,6 +330,7 @@ async def test_bad_call_arguments(clock: ManualClock) -> None:
     assert manager.stats().sessions == 1 and manager.get_session(sid) is not None
 
 
+@on_both
 async def test_bad_sizeof_result_changes_nothing(clock: ManualClock) -> None:
     results: list[Any] = [5]
     manager = SessionManager(clock=clock, sizeof=lambda data: results[0])
@@ -318,6 +343,7 @@ async def test_bad_sizeof_result_changes_nothing(clock: ManualClock) -> None:
     assert session is not None and session.data == {"a": 1} and session.nbytes == 5
 
 
+@on_both
 async def test_unknown_ids(clock: ManualClock) -> None:
     manager = make(clock)
     assert manager.get_session("nope") is None
@@ -329,6 +355,7 @@ async def test_unknown_ids(clock: ManualClock) -> None:
 # -- expire_idle ----------------------------------------------------------------------------
 
 
+@on_both
 async def test_expire_idle_is_lru_skips_leased_and_logs(
     clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -351,6 +378,7 @@ async def test_expire_idle_is_lru_skips_leased_and_logs(
     assert manager.stats().expired == 2
 
 
+@on_both
 async def test_expire_idle_min_idle(clock: ManualClock) -> None:
     manager = make(clock)
     a = await manager.create_session()
@@ -366,6 +394,7 @@ async def test_expire_idle_min_idle(clock: ManualClock) -> None:
 # -- budget accounting ----------------------------------------------------------------------
 
 
+@on_both
 async def test_budget_round_trip(clock: ManualClock) -> None:
     budget = budget_of(1000)
     manager = make(clock, budget=budget)
@@ -385,6 +414,7 @@ async def test_budget_round_trip(clock: ManualClock) -> None:
     assert budget.current_usage == 0 and allocations(budget) == 0
 
 
+@on_both
 async def test_budget_shrink_without_headroom_returns_whole_chunks(clock: ManualClock) -> None:
     budget = budget_of(100)
     manager = make(clock, budget=budget)
@@ -398,6 +428,7 @@ async def test_budget_shrink_without_headroom_returns_whole_chunks(clock: Manual
     assert manager.stats().budget_bytes == budget.current_usage >= manager.stats().total_bytes
 
 
+@on_both
 async def test_many_growths_are_merged(clock: ManualClock) -> None:
     budget = budget_of(10_000)
     manager = make(clock, budget=budget)
@@ -408,6 +439,7 @@ async def test_many_growths_are_merged(clock: ManualClock) -> None:
     assert budget.current_usage == manager.stats().budget_bytes == 29
 
 
+@on_both
 async def test_budget_too_small_for_a_session(clock: ManualClock) -> None:
     budget = budget_of(10)
     manager = make(clock, budget=budget)
@@ -416,6 +448,7 @@ async def test_budget_too_small_for_a_session(clock: ManualClock) -> None:
     assert manager.stats().sessions == 0 and budget.current_usage == 0
 
 
+@on_both
 async def test_update_waits_for_budget_bytes(clock: ManualClock) -> None:
     budget = budget_of(100)
     manager = make(clock, budget=budget)
@@ -439,6 +472,7 @@ async def test_update_waits_for_budget_bytes(clock: ManualClock) -> None:
     assert session is not None and session.nbytes == 50 and budget.current_usage == 50
 
 
+@on_both
 async def test_update_cancelled_while_waiting_for_budget_leaves_everything(
     clock: ManualClock,
 ) -> None:
@@ -460,6 +494,7 @@ async def test_update_cancelled_while_waiting_for_budget_leaves_everything(
     assert budget.current_usage == 50
 
 
+@on_both
 async def test_update_timeout_leaves_everything(clock: ManualClock) -> None:
     budget = budget_of(100)
     manager = make(clock, budget=budget, budget_timeout=0)
@@ -473,6 +508,7 @@ async def test_update_timeout_leaves_everything(clock: ManualClock) -> None:
     assert hog is not None
 
 
+@on_both
 async def test_update_caller_timeout_leaves_everything(clock: ManualClock) -> None:
     budget = budget_of(100)
     manager = make(clock, budget=budget)
@@ -486,6 +522,7 @@ async def test_update_caller_timeout_leaves_everything(clock: ManualClock) -> No
     assert session is not None and session.nbytes == 5
 
 
+@on_both
 async def test_create_cancelled_while_waiting_for_budget_creates_nothing(
     clock: ManualClock,
 ) -> None:
@@ -500,6 +537,7 @@ async def test_create_cancelled_while_waiting_for_budget_creates_nothing(
     assert budget.waiters == 0 and budget.current_usage == 100
 
 
+@on_both
 async def test_create_timeout_creates_nothing(clock: ManualClock) -> None:
     budget = budget_of(100)
     manager = make(clock, budget=budget, budget_timeout=0)
@@ -509,6 +547,7 @@ async def test_create_timeout_creates_nothing(clock: ManualClock) -> None:
     assert manager.stats().sessions == 0 and budget.current_usage == 100 and budget.waiters == 0
 
 
+@on_both
 async def test_end_while_update_waits_returns_every_byte(clock: ManualClock) -> None:
     budget = budget_of(100)
     manager = make(clock, budget=budget)
@@ -532,6 +571,7 @@ async def test_end_while_update_waits_returns_every_byte(clock: ManualClock) -> 
     assert budget.current_usage == 0 and allocations(budget) == 0
 
 
+@on_both
 async def test_concurrent_updates_of_one_session_are_serialized(clock: ManualClock) -> None:
     budget = budget_of(100)
     manager = make(clock, budget=budget)
@@ -691,29 +731,24 @@ TestSessionMachine = SessionMachine.TestCase
 TestSessionMachine.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
 
 
-async def test_update_budget_timeout_follows_the_budget_clock(clock: ManualClock) -> None:
-    budget = budget_of(100, clock)
-    manager = make(clock, budget=budget, budget_timeout=5.0)
+@on_both_autojump
+async def test_update_budget_timeout_leaves_everything(clock: ManualClock) -> None:
+    budget = budget_of(100)
+    manager = make(clock, budget=budget, budget_timeout=timeout_for(5.0))
     hog = budget.try_acquire(80, key="hog")
     sid = await manager.create_session(a=10)
-    errors: list[BaseException] = []
-
-    async def grow() -> None:
-        try:
-            await manager.update_session(sid, a=50)
-        except AllocationTimeoutError as exc:
-            errors.append(exc)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(grow)
-        await clock.advance_when_parked(5.0)
-    assert len(errors) == 1
+    with pytest.raises(AllocationTimeoutError):
+        await manager.update_session(sid, a=50)
     session = manager.get_session(sid)
-    assert session is not None and session.data == {"a": 10}
-    assert budget.waiters == 0 and budget.current_usage == 90
+    assert session is not None and session.data == {"a": 10} and session.nbytes == 10
+    assert_budget_holds_only(budget, manager, 80)
     assert manager.stats().budget_bytes == 10 and hog is not None
+    budget.release(hog)
+    await manager.update_session(sid, a=50)  # neither the lock nor a pin was left behind
+    assert_budget_holds_only(budget, manager)
 
 
+@on_both
 async def test_cancelled_while_waiting_for_the_session_lock(clock: ManualClock) -> None:
     budget = budget_of(100)
     manager = make(clock, budget=budget)
@@ -738,6 +773,7 @@ async def test_cancelled_while_waiting_for_the_session_lock(clock: ManualClock) 
     assert budget.current_usage == 0
 
 
+@on_both
 async def test_already_cancelled_calls_change_nothing(clock: ManualClock) -> None:
     budget = budget_of(1000)
     manager = make(clock, budget=budget)
@@ -761,3 +797,153 @@ async def test_already_cancelled_calls_change_nothing(clock: ManualClock) -> Non
     assert (stats.sessions, stats.created, stats.expired) == (1, 1, 0)
     assert (stats.ended, stats.leased) == (0, 0)
     assert budget.current_usage == 10
+
+
+# -- waiting APIs on both backends: cancellation and timeout twins ----------------------------
+
+
+@on_both_autojump
+async def test_create_budget_timeout_creates_nothing(clock: ManualClock) -> None:
+    budget = budget_of(100)
+    manager = make(clock, budget=budget, budget_timeout=timeout_for(5.0))
+    hog = budget.try_acquire(95, key="hog")
+    with pytest.raises(AllocationTimeoutError):
+        await manager.create_session(a=10)
+    assert manager.stats().sessions == 0 and manager.stats().created == 0
+    assert_budget_holds_only(budget, manager, 95)
+    assert hog is not None
+    budget.release(hog)
+    sid = await manager.create_session(a=10)  # the budget still grants
+    assert manager.get_session(sid) is not None
+    assert_budget_holds_only(budget, manager)
+
+
+@on_both_autojump
+async def test_create_under_a_caller_deadline_creates_nothing(clock: ManualClock) -> None:
+    budget = budget_of(100)
+    manager = make(clock, budget=budget)
+    budget.try_acquire(95, key="hog")
+    with anyio.move_on_after(timeout_for(5.0)) as scope:
+        await manager.create_session(a=10)
+    assert scope.cancelled_caught
+    assert manager.stats().sessions == 0
+    assert_budget_holds_only(budget, manager, 95)
+
+
+@on_both_autojump
+async def test_update_under_a_caller_deadline_keeps_old_data(clock: ManualClock) -> None:
+    budget = budget_of(100)
+    manager = make(clock, budget=budget)
+    budget.try_acquire(80, key="hog")
+    sid = await manager.create_session(a=10)
+    with anyio.move_on_after(timeout_for(5.0)) as scope:
+        await manager.update_session(sid, a=50)
+    assert scope.cancelled_caught
+    session = manager.get_session(sid)
+    assert session is not None and session.data == {"a": 10} and session.nbytes == 10
+    assert_budget_holds_only(budget, manager, 80)
+    clock.advance(60)
+    assert await manager.cleanup_inactive_sessions() == 1  # the update left no pin
+    assert_budget_holds_only(budget, manager, 80)
+
+
+@on_both
+async def test_update_shrink_needs_no_wait_even_with_a_full_budget(clock: ManualClock) -> None:
+    budget = budget_of(100)
+    manager = make(clock, budget=budget)
+    sid = await manager.create_session(a=40)
+    budget.try_acquire(60, key="hog")
+    with anyio.fail_after(5):
+        await manager.update_session(sid, a=10)
+    session = manager.get_session(sid)
+    assert session is not None and session.nbytes == 10
+    assert_budget_holds_only(budget, manager, 60)
+
+
+@on_both
+async def test_cancelled_lease_body_releases_the_lease(clock: ManualClock) -> None:
+    manager = make(clock)
+    sid = await manager.create_session(a=1)
+    with anyio.CancelScope() as scope:
+        async with manager.acquire(sid) as session:
+            assert manager.stats().leased == 1 and session.session_id == sid
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    assert manager.stats().leased == 0
+    clock.advance(60)
+    assert await manager.cleanup_inactive_sessions() == 1
+
+
+@on_both_autojump
+async def test_timed_out_lease_body_releases_the_lease(clock: ManualClock) -> None:
+    manager = make(clock)
+    sid = await manager.create_session(a=1)
+    with pytest.raises(TimeoutError):
+        with anyio.fail_after(timeout_for(5.0)):
+            async with manager.acquire(sid):
+                await anyio.sleep_forever()
+    assert manager.stats().leased == 0
+    clock.advance(60)
+    assert await manager.cleanup_inactive_sessions() == 1
+
+
+@on_both
+async def test_cancelled_lease_entry_holds_nothing(clock: ManualClock) -> None:
+    manager = make(clock)
+    sid = await manager.create_session(a=1)
+    lease = manager.acquire(sid)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        async with lease:
+            pytest.fail("a cancelled lease entry must not run the body")
+    assert scope.cancelled_caught
+    assert manager.stats().leased == 0
+    async with lease:  # the lease object was not left marked as held
+        assert manager.stats().leased == 1
+
+
+@on_both
+async def test_cancelled_end_session_leaves_the_session_and_its_bytes(clock: ManualClock) -> None:
+    budget = budget_of(100)
+    manager = make(clock, budget=budget)
+    sid = await manager.create_session(a=30)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await manager.end_session(sid)
+    assert scope.cancelled_caught
+    assert manager.get_session(sid) is not None
+    assert_budget_holds_only(budget, manager)
+    assert budget.current_usage == 30
+    assert await manager.end_session(sid) is True
+    assert budget.current_usage == 0 and allocations(budget) == 0
+
+
+@on_both
+async def test_operations_are_checkpoints(clock: ManualClock) -> None:
+    manager = make(clock)
+    sid = await manager.create_session(a=1)
+    ran: list[str] = []
+
+    async def other() -> None:
+        ran.append("other")
+
+    for call in (
+        lambda: manager.create_session(b=1),
+        lambda: manager.update_session(sid, a=2),
+        lambda: manager.end_session("unknown"),
+        manager.cleanup_inactive_sessions,
+    ):
+        if current_backend() == "trio":
+            import trio.testing
+
+            # trio shuffles runnable tasks, so ask trio itself whether the call yielded.
+            with trio.testing.assert_checkpoints():
+                await call()
+            continue
+        ran.clear()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(other)
+            await call()
+            # asyncio runs ready tasks in order: the other task ran while the call yielded.
+            assert ran == ["other"]

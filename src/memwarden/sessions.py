@@ -129,7 +129,7 @@ class _Lease:
     async def __aenter__(self) -> SessionData:
         if self._entry is not None:
             raise RuntimeError("this lease is already held; call acquire() again")
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await anyio.lowlevel.checkpoint()
         manager = self._manager
         entry = manager._live(self._session_id)
         if entry is None:
@@ -231,7 +231,7 @@ class SessionManager:
         ``max_session_bytes``. With a budget, waits for the bytes; a
         cancellation or budget timeout there creates nothing and holds nothing.
         """
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await anyio.lowlevel.checkpoint()
         nbytes = self._measure(data)
         if nbytes > self._max_bytes:
             self._table.rejected_updates += 1
@@ -261,7 +261,7 @@ class SessionManager:
         charge intact. Concurrent updates of one session run one at a time.
         """
         _check_id(session_id)
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await anyio.lowlevel.checkpoint()
         entry = self._live(session_id)
         if entry is None:
             raise SessionNotFoundError(f"no live session {_label(session_id)}")
@@ -317,7 +317,7 @@ class SessionManager:
     async def end_session(self, session_id: str) -> bool:
         """End a session now and return its budget bytes; False if it was not live."""
         _check_id(session_id)
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await anyio.lowlevel.checkpoint()
         entry = self._live(session_id)
         if entry is None:
             return False
@@ -330,7 +330,7 @@ class SessionManager:
         Meant to run periodically (the Warden's supervisor does). Cost is
         proportional to the sessions removed plus the leased ones skipped.
         """
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await anyio.lowlevel.checkpoint()
         now = self._clock()
         expired = self._table.idle_entries(now, self._timeout, None)
         for entry in expired:
@@ -350,7 +350,7 @@ class SessionManager:
         if max_count is not None:
             check_int("max_count", max_count)
         min_idle = check_float("min_idle", min_idle, minimum=0.0)
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await anyio.lowlevel.checkpoint()
         now = self._clock()
         victims = self._table.idle_entries(now, min_idle, max_count)
         for entry in victims:
