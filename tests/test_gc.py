@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from both_backends import on_both
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -222,6 +223,7 @@ def test_paused_keeps_a_disabled_collector_disabled(ctl: GCController) -> None:
         gc.enable()
 
 
+@on_both
 async def test_paused_nests_async_across_tasks(ctl: GCController) -> None:
     inside = anyio.Event()
     leave = anyio.Event()
@@ -241,6 +243,7 @@ async def test_paused_nests_async_across_tasks(ctl: GCController) -> None:
     assert gc.isenabled()
 
 
+@on_both
 async def test_paused_async_restores_after_an_exception(ctl: GCController) -> None:
     with pytest.raises(RuntimeError):
         async with ctl.paused():
@@ -248,6 +251,7 @@ async def test_paused_async_restores_after_an_exception(ctl: GCController) -> No
     assert gc.isenabled()
 
 
+@on_both
 async def test_paused_async_restores_after_cancellation(ctl: GCController) -> None:
     with anyio.move_on_after(0):
         async with ctl.paused():
@@ -334,6 +338,7 @@ TestPauseMachine.settings = settings(max_examples=30, stateful_step_count=30, de
 # -- cleanup callbacks ----------------------------------------------------------------------
 
 
+@on_both
 async def test_run_cleanup_sync_and_async_with_failures(
     ctl: GCController, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -366,6 +371,7 @@ async def test_run_cleanup_sync_and_async_with_failures(
     assert "bad_sync" in messages and "bad_async" in messages
 
 
+@on_both
 async def test_slow_async_callback_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
     after: list[bool] = []
 
@@ -382,6 +388,7 @@ async def test_slow_async_callback_is_bounded(caplog: pytest.LogCaptureFixture) 
     assert "timed out" in caplog.text
 
 
+@on_both
 async def test_run_cleanup_cancellation_propagates(ctl: GCController) -> None:
     started = anyio.Event()
     later: list[bool] = []
@@ -410,6 +417,7 @@ def test_register_and_unregister(ctl: GCController) -> None:
     assert ctl.unregister_cleanup_callback(callback) is False
 
 
+@on_both
 async def test_emergency_runs_the_whole_sequence(ctl: GCController) -> None:
     ran: list[bool] = []
     ctl.register_cleanup_callback(lambda: ran.append(True))
@@ -516,6 +524,7 @@ def test_seed_names() -> None:
     assert GarbageCollectionOptimizer is GCController
 
 
+@on_both
 async def test_budget_optimize_uses_the_controller() -> None:
     from memwarden.budget import MemoryManager
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
+from both_backends import on_both
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -147,6 +148,7 @@ def test_take_records_and_restore_continue_analysis() -> None:
     assert len(second.history("proc")) == 50
 
 
+@on_both
 async def test_subscription_receives_events(clock: ManualClock) -> None:
     watcher = LeakWatcher(clock=clock)
     watcher.add_series("proc", Growing(1 * MB))
@@ -164,6 +166,7 @@ async def test_subscription_receives_events(clock: ManualClock) -> None:
     assert received == published and len(received) == 1
 
 
+@on_both
 async def test_include_current_and_accept(clock: ManualClock) -> None:
     watcher = LeakWatcher(clock=clock)
     watcher.add_series("proc", Growing(1 * MB))
@@ -179,6 +182,7 @@ async def test_include_current_and_accept(clock: ManualClock) -> None:
     only_resolved.close()
 
 
+@on_both
 async def test_acheck_runs_in_a_worker_thread(clock: ManualClock) -> None:
     watcher = LeakWatcher(clock=clock)
     watcher.add_series("proc", Growing(1 * MB))
@@ -189,6 +193,7 @@ async def test_acheck_runs_in_a_worker_thread(clock: ManualClock) -> None:
     assert [e.series for e in events] == ["proc"]
 
 
+@on_both
 async def test_acheck_cancelled_leaves_watcher_consistent(clock: ManualClock) -> None:
     watcher = LeakWatcher(clock=clock)
     watcher.add_series("proc", Growing(1 * MB))
@@ -261,6 +266,7 @@ TestWatcherMachine = WatcherMachine.TestCase
 TestWatcherMachine.settings = settings(max_examples=15, stateful_step_count=15, deadline=None)
 
 
+@on_both
 async def test_acheck_timeout_leaves_watcher_consistent(clock: ManualClock) -> None:
     watcher = LeakWatcher(clock=clock)
     watcher.add_series("proc", Growing(1 * MB))

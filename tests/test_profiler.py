@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
+from both_backends import on_both
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -308,6 +309,7 @@ def test_memory_report_while_not_tracing() -> None:
     assert report["tracemalloc"]["tracing"] is False
 
 
+@on_both
 async def test_dump_pickle_round_trip(tmp_path: Path) -> None:
     profiler = MemoryProfiler()
     profiler.start_profiling()
@@ -343,6 +345,7 @@ def test_dump_json_round_trip_on_trio(tmp_path: Path) -> None:
     assert len(data["top_consumers"]) <= 7
 
 
+@on_both
 async def test_dump_cancelled_leaves_no_file(tmp_path: Path) -> None:
     profiler = MemoryProfiler()
     profiler.start_profiling()
@@ -359,6 +362,7 @@ async def test_dump_cancelled_leaves_no_file(tmp_path: Path) -> None:
     assert (tmp_path / "keep").read_bytes() == b"old"
 
 
+@on_both
 async def test_dump_timed_out_leaves_no_file(tmp_path: Path) -> None:
     profiler = MemoryProfiler()
     profiler.start_profiling()
@@ -372,6 +376,7 @@ async def test_dump_timed_out_leaves_no_file(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []
 
 
+@on_both
 async def test_dump_without_tracing_or_snapshot_raises(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         await MemoryProfiler().dump(tmp_path / "x")
@@ -404,6 +409,7 @@ def test_top_consumers_rejects_bad_input(kwargs: dict[str, Any], error: type, ne
         profiler.stop_profiling()
 
 
+@on_both
 async def test_dump_rejects_bad_input(tmp_path: Path) -> None:
     profiler = MemoryProfiler()
     with pytest.raises(TypeError, match="path"):
@@ -498,6 +504,7 @@ def test_monitor_inside_a_profiling_region_keeps_tracing_on() -> None:
     assert stats is not None and stats.traced_calls == 1 and (stats.last_net or 0) >= 10_000
 
 
+@on_both
 async def test_monitor_async_function(clock: ManualClock) -> None:
     @monitor_function_memory(name="fetch", clock=clock)
     async def fetch(n: int) -> bytes:
@@ -512,6 +519,7 @@ async def test_monitor_async_function(clock: ManualClock) -> None:
     assert stats.last_net is not None and stats.last_net >= 50_000
 
 
+@on_both
 async def test_monitor_async_overlapping_calls_are_flagged() -> None:
     gate = anyio.Event()
 
@@ -529,6 +537,7 @@ async def test_monitor_async_overlapping_calls_are_flagged() -> None:
     assert stats is not None and stats.calls == 2 and stats.overlapped_calls == 2
 
 
+@on_both
 async def test_monitor_async_cancelled_call_leaves_nothing_behind() -> None:
     never = anyio.Event()
 
@@ -547,6 +556,7 @@ async def test_monitor_async_cancelled_call_leaves_nothing_behind() -> None:
     assert stats is not None and stats.calls == 1 and stats.errors == 1
 
 
+@on_both
 async def test_monitor_async_timed_out_call_leaves_nothing_behind() -> None:
     never = anyio.Event()
 
@@ -611,6 +621,7 @@ def test_context_sync_collects_and_reports(clock: ManualClock) -> None:
     assert set(result.to_dict()) >= {"memory_freed", "traced_freed", "growth", "objects_collected"}
 
 
+@on_both
 async def test_context_async_measures_traced_bytes_freed() -> None:
     tracemalloc.start()
     gc.disable()
@@ -633,6 +644,7 @@ def test_context_propagates_exceptions_and_still_reports() -> None:
     assert ctx.result.memory_freed == 0
 
 
+@on_both
 async def test_context_cancelled_block_still_reports() -> None:
     ctx = memory_efficient_context(rss=lambda: 1)
     with anyio.CancelScope() as scope:
@@ -642,6 +654,7 @@ async def test_context_cancelled_block_still_reports() -> None:
     assert scope.cancelled_caught and ctx.result.objects_collected >= 0
 
 
+@on_both
 async def test_context_timed_out_block_still_reports() -> None:
     ctx = memory_efficient_context(rss=lambda: 1, trim=False)
     with anyio.move_on_after(0.01) as scope:

@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
+from both_backends import on_both
 
 from memwarden import _psi
 from memwarden._psi import PsiTrigger, candidate_paths, cgroup_v1_directory
@@ -133,6 +134,7 @@ def _registration(directory: Path) -> tuple[int, int, str]:
     return int(efd), int(pressure), level
 
 
+@on_both
 async def test_cgroup_v1_pressure_level_fires_and_drains(tmp_path: Path) -> None:
     directory = _fake_tree(tmp_path, "4:memory:/app\n", "/sys/fs/cgroup/memory/app", V1_FILES)
     assert cgroup_v1_directory(str(tmp_path)) == directory
@@ -182,12 +184,14 @@ def test_this_machine_either_arms_or_refuses_cleanly() -> None:
     assert _open_fds() == before
 
 
+@on_both
 async def test_wait_times_out_without_event(oob_pair: tuple[socket.socket, PsiTrigger]) -> None:
     _, trigger = oob_pair
     assert await trigger.wait(0.01) is False
     assert trigger.fired == 0 and not trigger.waiting
 
 
+@on_both
 async def test_wait_returns_true_on_pollpri(oob_pair: tuple[socket.socket, PsiTrigger]) -> None:
     sender, trigger = oob_pair
     result: list[bool] = []
@@ -203,6 +207,7 @@ async def test_wait_returns_true_on_pollpri(oob_pair: tuple[socket.socket, PsiTr
     assert trigger.fired == 1
 
 
+@on_both
 async def test_cancelled_wait_leaves_trigger_usable(
     oob_pair: tuple[socket.socket, PsiTrigger],
 ) -> None:
@@ -220,6 +225,7 @@ async def test_cancelled_wait_leaves_trigger_usable(
     assert await trigger.wait(30) is True
 
 
+@on_both
 async def test_close_during_wait_releases_fds(oob_pair: tuple[socket.socket, PsiTrigger]) -> None:
     _, trigger = oob_pair
     before = _open_fds()
@@ -239,6 +245,7 @@ async def test_close_during_wait_releases_fds(oob_pair: tuple[socket.socket, Psi
     assert await trigger.wait(1) is False
 
 
+@on_both
 async def test_concurrent_wait_is_refused(oob_pair: tuple[socket.socket, PsiTrigger]) -> None:
     _, trigger = oob_pair
 
@@ -250,6 +257,7 @@ async def test_concurrent_wait_is_refused(oob_pair: tuple[socket.socket, PsiTrig
         tg.cancel_scope.cancel()
 
 
+@on_both
 async def test_error_on_fd_marks_trigger_broken() -> None:
     r, w = os.pipe()
     os.close(w)  # the read end now reports POLLHUP

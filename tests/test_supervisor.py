@@ -9,6 +9,7 @@ import random
 
 import anyio
 import pytest
+from both_backends import on_both
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -125,6 +126,7 @@ TestRestartTracker.settings = settings(max_examples=40, stateful_step_count=20, 
 # ---------------------------------------------------------- long-lived tasks
 
 
+@on_both
 async def test_restart_backoff_sequence_then_stop_task_give_up(
     clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -168,6 +170,7 @@ async def test_restart_backoff_sequence_then_stop_task_give_up(
     assert "giving up" in failures[-1].getMessage()
 
 
+@on_both
 async def test_give_up_raise_cancels_everything_and_chains(clock: ManualClock) -> None:
     cleaned = anyio.Event()
     sibling_started = anyio.Event()
@@ -196,6 +199,7 @@ async def test_give_up_raise_cancels_everything_and_chains(clock: ManualClock) -
     assert not sup.running
 
 
+@on_both
 async def test_give_up_raise_after_body_finished(clock: ManualClock) -> None:
     async def doomed() -> None:
         raise Boom("late")
@@ -207,6 +211,7 @@ async def test_give_up_raise_after_body_finished(clock: ManualClock) -> None:
     assert isinstance(info.value.__cause__, Boom)
 
 
+@on_both
 async def test_long_lived_return_ends_the_task(clock: ManualClock) -> None:
     async def once() -> None:
         await anyio.lowlevel.checkpoint()
@@ -219,6 +224,7 @@ async def test_long_lived_return_ends_the_task(clock: ManualClock) -> None:
         sup.start("once", once)  # a finished name can be reused
 
 
+@on_both
 async def test_backoff_restarts_from_initial_after_a_healthy_window(clock: ManualClock) -> None:
     lifetimes = iter([0.0, 0.0, 20.0, 0.0])
 
@@ -240,6 +246,7 @@ async def test_backoff_restarts_from_initial_after_a_healthy_window(clock: Manua
         assert sup.status()["w"].next_run == clock() + 1.0  # back to backoff_initial
 
 
+@on_both
 async def test_function_swallowing_cancellation_is_not_a_failure(clock: ManualClock) -> None:
     entered = anyio.Event()
 
@@ -262,6 +269,7 @@ async def test_function_swallowing_cancellation_is_not_a_failure(clock: ManualCl
 # ------------------------------------------------------------ periodic tasks
 
 
+@on_both
 async def test_periodic_runs_on_schedule(clock: ManualClock) -> None:
     calls: list[float] = []
 
@@ -281,6 +289,7 @@ async def test_periodic_runs_on_schedule(clock: ManualClock) -> None:
     assert calls == [1000.0, 1010.0, 1020.0, 1030.0]
 
 
+@on_both
 async def test_periodic_async_function_and_run_immediately_false(clock: ManualClock) -> None:
     calls: list[float] = []
 
@@ -298,6 +307,7 @@ async def test_periodic_async_function_and_run_immediately_false(clock: ManualCl
     assert calls == [1005.0]
 
 
+@on_both
 async def test_periodic_runs_never_overlap_and_skip_missed_ticks(clock: ManualClock) -> None:
     gate = anyio.Event()
     entered = anyio.Event()
@@ -336,6 +346,7 @@ async def test_periodic_runs_never_overlap_and_skip_missed_ticks(clock: ManualCl
     assert peak == 1
 
 
+@on_both
 async def test_periodic_failure_backs_off_then_recovers(clock: ManualClock) -> None:
     outcomes = iter([True, True, False, False])
 
@@ -360,6 +371,7 @@ async def test_periodic_failure_backs_off_then_recovers(clock: ManualClock) -> N
         assert st_.last_error == "Boom('flaky')"
 
 
+@on_both
 async def test_periodic_gives_up_and_sibling_continues(clock: ManualClock) -> None:
     ticks: list[float] = []
 
@@ -379,6 +391,7 @@ async def test_periodic_gives_up_and_sibling_continues(clock: ManualClock) -> No
     assert ticks == [1000.0, 1001.0, 1002.0]
 
 
+@on_both
 async def test_periodic_jitter_stays_in_range(clock: ManualClock) -> None:
     async with _sup(clock, rng=random.Random(7)) as sup:
         sup.start_periodic("j", lambda: None, 10.0, jitter=2.0)
@@ -396,6 +409,7 @@ async def test_periodic_jitter_stays_in_range(clock: ManualClock) -> None:
 # ------------------------------------------------------------ stop and exit
 
 
+@on_both
 async def test_stop_cancels_one_task_and_runs_its_cleanup(clock: ManualClock) -> None:
     started = anyio.Event()
     cleaned = anyio.Event()
@@ -427,6 +441,7 @@ async def test_stop_cancels_one_task_and_runs_its_cleanup(clock: ManualClock) ->
         assert str(info.value) == "supervisor 'test' has no task named 'nope'"
 
 
+@on_both
 async def test_stop_during_backoff_leaves_no_sleeper(clock: ManualClock) -> None:
     async def bad() -> None:
         raise Boom("x")
@@ -441,6 +456,7 @@ async def test_stop_during_backoff_leaves_no_sleeper(clock: ManualClock) -> None
         assert sup.status()["bad"].state == "stopped"
 
 
+@on_both
 async def test_exit_cancels_every_task_and_waits_for_cleanup(clock: ManualClock) -> None:
     cleanup_done: list[str] = []
     started = anyio.Event()
@@ -466,6 +482,7 @@ async def test_exit_cancels_every_task_and_waits_for_cleanup(clock: ManualClock)
         sup.start("late", worker)
 
 
+@on_both
 async def test_start_during_shutdown_is_refused(clock: ManualClock) -> None:
     errors: list[BaseException] = []
     started = anyio.Event()
@@ -487,6 +504,7 @@ async def test_start_during_shutdown_is_refused(clock: ManualClock) -> None:
     assert set(sup.status()) == {"w"}
 
 
+@on_both
 async def test_stop_before_the_task_first_runs(clock: ManualClock) -> None:
     calls: list[float] = []
     async with _sup(clock) as sup:
@@ -498,6 +516,7 @@ async def test_stop_before_the_task_first_runs(clock: ManualClock) -> None:
     assert sup.status()["p"].runs == 0
 
 
+@on_both
 async def test_outer_cancellation_twin(clock: ManualClock) -> None:
     started = anyio.Event()
 
@@ -518,6 +537,7 @@ async def test_outer_cancellation_twin(clock: ManualClock) -> None:
     assert not sup.running
 
 
+@on_both
 async def test_timeout_twin(clock: ManualClock) -> None:
     async def worker() -> None:
         await anyio.sleep_forever()
@@ -532,6 +552,7 @@ async def test_timeout_twin(clock: ManualClock) -> None:
     assert clock.sleepers == 0
 
 
+@on_both
 async def test_body_exception_propagates_unchanged(clock: ManualClock) -> None:
     with pytest.raises(Boom, match="body"):
         async with _sup(clock) as sup:
@@ -544,6 +565,7 @@ async def test_body_exception_propagates_unchanged(clock: ManualClock) -> None:
 # ------------------------------------------------------------ misuse and report
 
 
+@on_both
 async def test_start_outside_and_duplicates(clock: ManualClock) -> None:
     sup = _sup(clock)
 
@@ -579,6 +601,7 @@ async def test_start_outside_and_duplicates(clock: ManualClock) -> None:
         (("x", None, 1.0), {"policy": {}}, TypeError, "policy must be a RestartPolicy"),
     ],
 )
+@on_both
 async def test_start_periodic_bad_input(
     clock: ManualClock, args: tuple[object, ...], kwargs: dict[str, object], exc: type, match: str
 ) -> None:
@@ -589,6 +612,7 @@ async def test_start_periodic_bad_input(
         assert sup.status() == {}
 
 
+@on_both
 async def test_start_bad_input(clock: ManualClock) -> None:
     async def worker() -> None:
         await anyio.sleep_forever()
@@ -614,6 +638,7 @@ def test_supervisor_constructor_bad_input() -> None:
         Supervisor(sleep=None)  # type: ignore[arg-type]
 
 
+@on_both
 async def test_status_and_report_are_json_ready(clock: ManualClock) -> None:
     async with _sup(clock) as sup:
         sup.start_periodic("p", lambda: None, 2.0)
