@@ -130,8 +130,8 @@ def test_bad_settings_are_rejected(kwargs: dict[str, object], exc: type, needle:
 @pytest.mark.parametrize(
     ("history", "exc", "needle"),
     [
-        ("abc", TypeError, "history"),
-        (None, TypeError, "history"),
+        ("abc", TypeError, "history must be a sequence of .* got str .abc."),
+        (None, TypeError, "got NoneType None"),
         ([(0.0, 1.0), (1.0,)], TypeError, r"history\[1\]"),
         ([(0.0, 1.0), (1.0, "x")], TypeError, r"history\[1\]"),
         ([(0.0, 1.0), (1.0, math.nan)], ValueError, r"history\[1\]"),

@@ -450,9 +450,11 @@ def test_register_stats_provider_rejects_bad_input(clock: ManualClock) -> None:
         loader.register_stats_provider("x", "db", dict)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="name"):
         loader.register_stats_provider("", "cache", dict)
-    with pytest.raises(TypeError, match="provider"):
+    with pytest.raises(TypeError, match="provider must be callable, got int 5"):
         loader.register_stats_provider("x", "cache", 5)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="provider"):
+    with pytest.raises(TypeError, match="name must be a non-empty str, got int 7"):
+        loader.register_stats_provider(7, "cache", dict)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="provider must be callable, got int 5"):
         loader.set_pressure_level_provider(5)  # type: ignore[arg-type]
     assert loader.get_memory_optimization_suggestions() == []
 

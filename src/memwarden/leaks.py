@@ -34,6 +34,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import reprlib
 import threading
 import time
 from bisect import bisect_left, bisect_right
@@ -91,7 +92,8 @@ def _points(history: object, limit: int | None = None) -> list[tuple[float, floa
     """Validate ``history`` (or its last ``limit`` entries) as time-ordered finite pairs."""
     if not isinstance(history, Sequence) or isinstance(history, str | bytes):
         raise TypeError(
-            f"history must be a sequence of (t_seconds, bytes) pairs, got {type(history).__name__}"
+            "history must be a sequence of (t_seconds, bytes) pairs, got "
+            f"{type(history).__name__} {reprlib.repr(history)}"
         )
     start = 0 if limit is None else max(0, len(history) - limit)
     out: list[tuple[float, float]] = []

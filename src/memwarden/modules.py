@@ -551,12 +551,16 @@ class LazyLoader:
         again replaces it. Raises ``TypeError``/``ValueError`` for a bad
         name, an unknown ``kind`` or a non-callable provider.
         """
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a non-empty str, got {type(name).__name__} {name!r}")
+        if not name:
             raise ValueError(f"name must be a non-empty str, got {name!r}")
         if kind not in _KINDS:
             raise ValueError(f"kind must be one of {', '.join(_KINDS)}, got {kind!r}")
         if not callable(provider):
-            raise TypeError(f"provider must be callable, got {type(provider).__name__}")
+            raise TypeError(
+                f"provider must be callable, got {type(provider).__name__} {provider!r}"
+            )
         with self._lock:
             self._providers[name] = (kind, provider)
 
@@ -568,7 +572,9 @@ class LazyLoader:
     def set_pressure_level_provider(self, provider: Callable[[], PressureLevel]) -> None:
         """Replace where the system pressure level comes from (the Warden wires its monitor)."""
         if not callable(provider):
-            raise TypeError(f"provider must be callable, got {type(provider).__name__}")
+            raise TypeError(
+                f"provider must be callable, got {type(provider).__name__} {provider!r}"
+            )
         with self._lock:
             self._pressure_level = provider
 
