@@ -1,16 +1,16 @@
-"""memoize: functools-style keys and controls, TTL, and async single-flight with cancellation."""
+"""memoize on sync functions: functools-style keys and controls, TTL, shared caches.
+
+Async single-flight is tested in ``test_memoize_flight.py``.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-import anyio
 import pytest
-from anyio import wait_all_tasks_blocked
 
 from memwarden.cache import CacheInfo, LRUCache, TTLCache, memoize
-from memwarden.errors import CacheError
 from memwarden.testing import ManualClock
 
 # -- sync ----------------------------------------------------------------------
@@ -129,6 +129,73 @@ def test_oversized_result_is_returned_but_not_cached() -> None:
     assert blob(5) == b"xxxxx" and blob(5) == b"xxxxx" and calls == 3
 
 
+def test_method_cache_invalidate_binds_self() -> None:
+    class Account:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.loads = 0
+
+        @memoize
+        def balance(self, day: int) -> str:
+            self.loads += 1
+            return f"{self.name}:{day}"
+
+    ann, bob = Account("ann"), Account("bob")
+    assert ann.balance(42) == "ann:42" and ann.balance(42) == "ann:42"
+    assert bob.balance(42) == "bob:42"
+    assert ann.balance.cache_invalidate(42) is True  # ann's entry, not bob's
+    assert ann.balance.cache_invalidate(42) is False
+    assert Account.balance.cache_invalidate(bob, 42) is True  # the unbound spelling
+    assert ann.balance(42) == "ann:42" and bob.balance(42) == "bob:42"
+    assert (ann.loads, bob.loads) == (2, 2)
+    assert ann.balance.cache_info() == Account.balance.cache_info()
+    assert ann.balance.cache_info().currsize == 2
+    ann.balance.cache_clear()  # one cache for every instance, as functools
+    assert Account.balance.cache_info().currsize == 0
+    assert ann.balance == ann.balance and ann.balance != bob.balance
+    assert ann.balance.__name__ == "balance" and ann.balance.__self__ is ann
+
+
+def test_memoized_functions_pickle_and_copy_by_reference() -> None:
+    import copy
+    import pickle
+
+    assert pickle.loads(pickle.dumps(module_level)) is module_level
+    assert copy.deepcopy(module_level) is module_level
+
+
+@pytest.mark.parametrize("thread_safe", [True, False])
+def test_memoize_honours_thread_safe(thread_safe: bool) -> None:
+    @memoize(capacity=4, thread_safe=thread_safe)
+    def f(x: int) -> int:
+        return x
+
+    @memoize(ttl=5.0, thread_safe=thread_safe)
+    def g(x: int) -> int:
+        return x
+
+    for fn in (f, g):
+        assert fn.cache.thread_safe is thread_safe
+        assert (fn.cache._lock is None) is not thread_safe
+        assert fn(1) == 1 and fn(1) == 1
+        assert fn.cache_info().hits == 1
+
+
+def test_one_memoize_call_gives_each_function_its_own_cache() -> None:
+    memo = memoize(capacity=8)
+
+    @memo
+    def double(x: int) -> int:
+        return 2 * x
+
+    @memo
+    def triple(x: int) -> int:
+        return 3 * x
+
+    assert double(2) == 4 and triple(2) == 6
+    assert double.cache is not triple.cache
+
+
 def test_methods_bind_self_into_the_key() -> None:
     class Box:
         def __init__(self, v: int) -> None:
@@ -167,224 +234,6 @@ def test_unhashable_argument_is_a_clear_type_error() -> None:
         total([1, 2])
 
 
-# -- async ---------------------------------------------------------------------
-
-
-def in_flight(fn: Any) -> int:
-    """How many shared computations the memoized ``fn`` has queued."""
-    return len(fn._flights)
-
-
-class Gate:
-    """A computation the test releases by hand, counting how often it ran."""
-
-    def __init__(self) -> None:
-        self.release = anyio.Event()
-        self.started = anyio.Event()
-        self.runs = 0
-        self.cancelled = 0
-        self.fail: BaseException | None = None
-
-    async def compute(self, x: int) -> int:
-        self.runs += 1
-        self.started.set()
-        try:
-            await self.release.wait()
-        except anyio.get_cancelled_exc_class():
-            self.cancelled += 1
-            raise
-        if self.fail is not None:
-            raise self.fail
-        return x * 10
-
-
-async def test_async_hit_and_functools_controls() -> None:
-    @memoize(capacity=4)
-    async def square(x: int) -> int:
-        await anyio.lowlevel.checkpoint()
-        return x * x
-
-    assert await square(3) == 9 and await square(3) == 9
-    assert square.cache_info() == CacheInfo(1, 1, 4, 1)
-    assert square.cache_invalidate(3) is True
-    assert await square(3) == 9
-    assert square.cache_info().misses == 2
-
-
-async def _single_flight_100() -> None:
-    gate = Gate()
-    fn = memoize(gate.compute)
-    results: list[int] = []
-
-    async def waiter() -> None:
-        results.append(await fn(7))
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(100):
-            tg.start_soon(waiter)
-        await wait_all_tasks_blocked()
-        gate.release.set()
-    assert results == [70] * 100
-    assert gate.runs == 1
-    assert fn.cache_info() == CacheInfo(hits=99, misses=1, maxsize=None, currsize=1)
-
-
-async def test_100_concurrent_awaits_run_the_function_once() -> None:
-    await _single_flight_100()
-
-
-def test_single_flight_under_trio() -> None:
-    anyio.run(_single_flight_100, backend="trio")
-
-
-async def _cancel_one_waiter_others_get_result() -> None:
-    gate = Gate()
-    fn = memoize(gate.compute)
-    results: list[int] = []
-
-    async def waiter() -> None:
-        results.append(await fn(1))
-
-    async with anyio.create_task_group() as tg:
-        first_scope = anyio.CancelScope()
-        # The first caller is the one that started the computation.
-        tg.start_soon(_run_in_scope, first_scope, fn)
-        await gate.started.wait()
-        for _ in range(3):
-            tg.start_soon(waiter)
-        await wait_all_tasks_blocked()
-        first_scope.cancel()
-        await wait_all_tasks_blocked()
-        assert gate.cancelled == 0  # the shared computation survived
-        gate.release.set()
-    assert results == [10, 10, 10]
-    assert gate.runs == 1 and gate.cancelled == 0
-    assert fn.cache_info().currsize == 1
-    assert in_flight(fn) == 0
-
-
-async def _run_in_scope(scope: anyio.CancelScope, fn: Any) -> None:
-    with scope:
-        await fn(1)
-        raise AssertionError("the cancelled waiter got a result")
-
-
-async def test_cancelling_the_first_waiter_leaves_the_others_their_result() -> None:
-    await _cancel_one_waiter_others_get_result()
-
-
-def test_cancelling_one_waiter_under_trio() -> None:
-    anyio.run(_cancel_one_waiter_others_get_result, backend="trio")
-
-
-async def _last_waiter_cancelled() -> None:
-    gate = Gate()
-    fn = memoize(gate.compute)
-    with anyio.move_on_after(0.01) as scope:  # a timeout twin: the only waiter gives up
-        await fn(2)
-    assert scope.cancelled_caught
-    # The computation is cancelled once nobody waits for it, and nothing is kept.
-    await wait_all_tasks_blocked()
-    assert gate.cancelled == 1
-    assert fn.cache_info().currsize == 0
-    assert in_flight(fn) == 0
-    assert not fn.cache._data  # type: ignore[attr-defined]
-    gate.release.set()
-    assert await fn(2) == 20
-    assert gate.runs == 2
-
-
-async def test_timeout_of_the_last_waiter_cancels_the_computation_and_leaks_nothing() -> None:
-    await _last_waiter_cancelled()
-
-
-def test_last_waiter_timeout_under_trio() -> None:
-    anyio.run(_last_waiter_cancelled, backend="trio")
-
-
-async def test_cancel_all_waiters_leaves_no_flight_queued() -> None:
-    gate = Gate()
-    fn = memoize(gate.compute)
-    async with anyio.create_task_group() as tg:
-        for _ in range(5):
-            tg.start_soon(fn, 3)
-        await wait_all_tasks_blocked()
-        tg.cancel_scope.cancel()
-    await wait_all_tasks_blocked()
-    assert gate.runs == 1 and gate.cancelled == 1
-    assert fn.cache_info().currsize == 0
-    assert in_flight(fn) == 0
-    # No abandoned flight is left to join: the next call computes afresh.
-    gate.release.set()
-    assert await fn(3) == 30
-    assert gate.runs == 2 and fn.cache_info().misses == 2
-
-
-async def test_exception_reaches_every_waiter_and_is_not_cached() -> None:
-    gate = Gate()
-    gate.fail = ValueError("boom")
-    fn = memoize(gate.compute)
-    errors: list[BaseException] = []
-
-    async def waiter() -> None:
-        try:
-            await fn(4)
-        except ValueError as exc:
-            errors.append(exc)
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(10):
-            tg.start_soon(waiter)
-        await wait_all_tasks_blocked()
-        gate.release.set()
-    assert len(errors) == 10 and all(str(e) == "boom" for e in errors)
-    assert fn.cache_info().currsize == 0
-    assert in_flight(fn) == 0
-    gate.fail = None
-    assert await fn(4) == 40
-    assert gate.runs == 2
-
-
-async def test_invalidate_during_flight_delivers_but_does_not_store() -> None:
-    gate = Gate()
-    fn = memoize(gate.compute)
-    results: list[int] = []
-
-    async def waiter() -> None:
-        results.append(await fn(5))
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(waiter)
-        await gate.started.wait()
-        assert fn.cache_invalidate(5) is True
-        gate.release.set()
-    assert results == [50]
-    assert fn.cache_info().currsize == 0
-
-
-async def test_async_oversized_result_not_cached() -> None:
-    @memoize(max_bytes=4, sizeof=len)
-    async def blob(n: int) -> bytes:
-        return b"x" * n
-
-    assert await blob(10) == b"x" * 10
-    assert len(blob.cache) == 0
-
-
-async def test_async_computation_cancelled_from_outside_reports_cache_error() -> None:
-    """If the computation ends without a result (cancelled on its own), waiters learn it."""
-
-    @memoize
-    async def cancels_itself(x: int) -> int:
-        with anyio.CancelScope() as scope:
-            scope.cancel()
-            await anyio.sleep(1)
-        raise anyio.get_cancelled_exc_class()()
-
-    with pytest.raises(CacheError, match="was cancelled"):
-        await cancels_itself(1)
-
-
 def test_sync_counters_are_exact_across_threads() -> None:
     import threading
 
@@ -417,21 +266,6 @@ def test_sync_counters_are_exact_across_threads() -> None:
         assert stats.hits + stats.misses == 8_000
 
 
-async def test_failing_sizeof_reaches_async_waiters_instead_of_hanging() -> None:
-    def bad_sizeof(value: object) -> int:
-        raise TypeError("cannot weigh this")
-
-    @memoize(max_bytes=100, sizeof=bad_sizeof)
-    async def compute(x: int) -> int:
-        await anyio.lowlevel.checkpoint()
-        return x
-
-    with anyio.fail_after(5):
-        with pytest.raises(TypeError, match="cannot weigh this"):
-            await compute(1)
-    assert compute.cache_info().currsize == 0
-
-
 def test_cache_parameters_like_functools() -> None:
     @memoize(capacity=8, ttl=3.0, typed=True)
     def f(x: int) -> int:
@@ -444,3 +278,8 @@ def test_cache_parameters_like_functools() -> None:
         "policy": "lru",
         "typed": True,
     }
+
+
+@memoize
+def module_level(x: int) -> int:
+    return x

@@ -465,6 +465,8 @@ class _AsyncMemoized(_Memoized):
         return await self._join(k, args, kwargs)
 
     async def _join(self, k: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # A caller already cancelled starts and joins nothing.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         backend = _backend.current()
         flight_key = (backend, k)
         with self._mutex:
@@ -503,11 +505,16 @@ class _AsyncMemoized(_Memoized):
         self, flight: _Flight, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         try:
+            if flight.abandoned:  # every waiter left before the task began
+                return
             with anyio.CancelScope() as scope:
                 flight.scope = scope
-                if flight.abandoned:
-                    scope.cancel()
                 flight.value = await self.__wrapped__(*args, **kwargs)  # type: ignore[attr-defined]
+        except anyio.get_cancelled_exc_class():
+            # Cancelled by something other than its own scope (the function
+            # raised it, or the loop is closing): the waiters learn it from
+            # _finish. Letting it escape would crash a trio system task.
+            flight.value = _MISSING
         except Exception as exc:
             flight.value = _MISSING
             flight.error = exc
