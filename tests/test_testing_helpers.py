@@ -144,3 +144,39 @@ def test_static_probe_constructor_names_the_argument_and_value(
 ) -> None:
     with pytest.raises(error, match=message):
         StaticProbe(**kwargs)  # type: ignore[arg-type]
+
+
+@on_both
+async def test_two_tasks_can_wait_for_sleepers(clock: ManualClock) -> None:
+    woke: list[str] = []
+
+    async def watcher(name: str) -> None:
+        await clock.wait_for_sleepers(1)
+        woke.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watcher, "a")
+        tg.start_soon(watcher, "b")
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(clock.sleep, 5)
+        await anyio.wait_all_tasks_blocked()
+        assert sorted(woke) == ["a", "b"]
+        clock.advance(5)
+    assert clock.sleepers == 0
+
+
+@on_both
+async def test_cancelled_wait_for_sleepers_leaves_no_watcher(clock: ManualClock) -> None:
+    with anyio.move_on_after(0.01):
+        await clock.wait_for_sleepers(1)
+    assert clock._watchers == []
+
+
+@on_both
+async def test_cancelled_sleep_leaves_no_sleeper(clock: ManualClock) -> None:
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await clock.sleep(5)
+    with anyio.move_on_after(0.01):
+        await clock.sleep(5)
+    assert clock.sleepers == 0 and clock._sleepers == []

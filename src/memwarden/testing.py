@@ -12,6 +12,7 @@ import heapq
 import itertools
 
 import anyio
+import anyio.lowlevel
 
 from ._validate import check_float
 from .probes import StaticProbe
@@ -30,7 +31,8 @@ class ManualClock:
         self._now = check_float("start", start)
         self._sleepers: list[tuple[float, int, anyio.Event]] = []
         self._counter = itertools.count()
-        self._parked: anyio.Event | None = None
+        # Tasks in wait_for_sleepers(), woken whenever a sleeper parks.
+        self._watchers: list[anyio.Event] = []
 
     def __call__(self) -> float:
         """Return the current time."""
@@ -71,8 +73,9 @@ class ManualClock:
         event = anyio.Event()
         entry = (self._now + seconds, next(self._counter), event)
         heapq.heappush(self._sleepers, entry)
-        if self._parked is not None:
-            self._parked.set()
+        watchers, self._watchers = self._watchers, []
+        for watcher in watchers:
+            watcher.set()
         try:
             await event.wait()
         finally:
@@ -82,9 +85,15 @@ class ManualClock:
 
     async def wait_for_sleepers(self, count: int = 1) -> None:
         """Wait until at least ``count`` tasks are parked in :meth:`sleep`."""
+        await anyio.lowlevel.checkpoint()
         while self.sleepers < count:
-            self._parked = anyio.Event()
-            await self._parked.wait()
+            watcher = anyio.Event()
+            self._watchers.append(watcher)
+            try:
+                await watcher.wait()
+            finally:
+                if watcher in self._watchers:  # cancelled before a sleeper parked
+                    self._watchers.remove(watcher)
 
     async def advance_when_parked(self, seconds: float, sleepers: int = 1) -> None:
         """Wait for ``sleepers`` parked tasks, then :meth:`advance` by ``seconds``."""
