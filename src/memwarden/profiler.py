@@ -18,7 +18,6 @@ this module only adds bookkeeping around it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import gc
@@ -41,6 +40,7 @@ import anyio
 import anyio.to_thread
 import psutil
 
+from . import _backend
 from ._native import malloc_trim
 from ._packages import package_of
 from ._rss import process_rss
@@ -609,14 +609,13 @@ async def _write_file(path: str, data: bytes) -> None:
     """
     temporary = _temporary_name(path)
     try:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            async with await anyio.open_file(temporary, "wb") as stream:
-                await stream.write(data)
-        else:
+        backend = _backend.current_or_none()
+        if backend is not None and backend.name == "asyncio":
             async with aiofiles.open(temporary, "wb") as handle:
                 await handle.write(data)
+        else:
+            async with await anyio.open_file(temporary, "wb") as stream:
+                await stream.write(data)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
