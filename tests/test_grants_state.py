@@ -326,6 +326,19 @@ class LedgerMachine(RuleBasedStateMachine):
         )
 
     @invariant()
+    def held_means_live(self) -> None:
+        for request in self.requests:
+            assert self.ledger.held(request) is (self.model.state[id(request)] == LIVE)
+
+    @rule(nbytes=st.integers(min_value=0, max_value=2 * CAPACITY))
+    def check_size(self, nbytes: int) -> None:
+        if nbytes > self.model.capacity:
+            with pytest.raises(MemoryAllocationError, match=rf"^size={nbytes} exceeds"):
+                self.ledger.check_size(nbytes, "size")
+        else:
+            self.ledger.check_size(nbytes, "size")
+
+    @invariant()
     def accounting_is_exact(self) -> None:
         live = [r for r in self.requests if r._state == LIVE]
         row = self.ledger.snapshot()

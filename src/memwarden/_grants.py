@@ -28,7 +28,7 @@ import itertools
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from .errors import MemoryAllocationError
@@ -38,6 +38,9 @@ __all__ = ["HistoryRow", "Ledger", "Request"]
 # Pressure levels as plain ints, so the core does not depend on the monitor.
 _HIGH = 2
 _CRITICAL = 3
+
+#: What :meth:`Ledger._admit` returns when it evicted nobody (shared, never mutated).
+_NOBODY: tuple[Request, ...] = ()
 
 PENDING = 0
 QUEUED = 1
@@ -90,7 +93,7 @@ class Request:
         self._on_evict = on_evict
         self._timeout = timeout
         self._state = PENDING
-        # _loop and _wake stay unset until the request parks or needs a loop.
+        # _loop and _wake stay unset until the request needs a loop or parks.
 
     @property
     def key(self) -> str:
@@ -169,9 +172,9 @@ class Ledger:
         clock: Callable[[], float] = time.monotonic,
         history: int = 1000,
         on_evicted: Callable[[list[Request]], None] | None = None,
-        owner: object = None,
+        owner: Any = None,
     ) -> None:
-        self.owner = owner  # the MemoryManager this ledger keeps the books of
+        self.owner: Any = owner  # the MemoryManager this ledger keeps the books of
         self._lock = threading.Lock()
         self._capacity = capacity
         self._clock = clock
@@ -270,63 +273,43 @@ class Ledger:
 
     # ------------------------------------------------------------- requests
 
+    def check_size(self, nbytes: int, name: str = "nbytes") -> None:
+        """Raise ``MemoryAllocationError`` if ``nbytes`` exceeds the capacity.
+
+        Such a request could never be granted; ``name`` is the argument the
+        caller passed it as.
+        """
+        if nbytes > self._capacity:
+            raise _too_large(name, nbytes, self._capacity)
+
+    def held(self, request: Request) -> bool:
+        """Whether ``request`` holds bytes now (granted, not yet released or evicted)."""
+        return request._state == LIVE
+
     def try_grant(self, request: Request) -> bool:
         """Grant a PENDING request now if fair and possible (evicting if needed).
 
-        Never queues: returns False and leaves it PENDING otherwise. Raises
-        ``MemoryAllocationError`` for ``nbytes > capacity``, ``ValueError``
-        for a key already live or queued, ``RuntimeError`` if not PENDING.
+        The non-waiting form of :meth:`enqueue`: returns False and leaves it
+        PENDING when it would have to wait. Raises ``MemoryAllocationError``
+        for ``nbytes > capacity``, ``ValueError`` for a key already live or
+        queued, ``RuntimeError`` if not PENDING.
         """
-        nbytes = request._nbytes
-        evicted: list[Request] | None = None
-        # acquire/release rather than `with`: half the cost on this hot path.
         lock = self._lock
+        # acquire/release rather than `with`: it is measurably cheaper on this hot path.
         lock.acquire()
         try:
-            if request._state:
-                raise _not_pending(request)
-            key = request._key
-            if key is not None and key in self._keys:
-                raise _duplicate(key)
-            headroom = self._headroom
-            used = self._used + nbytes
-            if nbytes and (self._order or headroom is not None or used > self._capacity):
-                # Not the uncontended case: decide slowly, with every check.
-                if nbytes > self._capacity:
-                    raise _too_large(nbytes, self._capacity)
-                order = self._order
-                if order and order[0] >= request._priority:
-                    return False
-                if headroom is not None and nbytes > headroom:
-                    return False
-                if used > self._capacity:
-                    evicted = self._evict_for(nbytes, request._priority)
-                    if evicted is None:
-                        return False
-                    used = self._used + nbytes
-            # The grant, inlined: this is the uncontended fast path.
-            request._state = LIVE
-            self._used = used
-            if used > self._peak:
-                self._peak = used
-            self._granted += 1
-            if key is not None:
-                self._keys[key] = request
-            if request._evictable:
-                self._evictable[request] = None
-                self._evictable_bytes += nbytes
-            if headroom is not None:
-                self._headroom = max(headroom - nbytes, 0)
-            now = self._clock()
-            if now >= self._next_history:
-                self._record(now)
+            self._check_new(request)
+            evicted = self._admit(request)
             if evicted is None:
+                return False
+            self._grant(request)
+            if not evicted:
                 return True
             # Eviction may free more than this request needed: serve the queue.
-            granted, more = self._pump() if self._order else ([], [])
+            granted, more = self._pump()
         finally:
             lock.release()
-        self._after(granted, evicted + more)
+        self._after(granted, [*evicted, *more])
         return True
 
     def enqueue(self, request: Request, wake: Callable[[], None]) -> bool:
@@ -334,55 +317,25 @@ class Ledger:
 
         Returns True if granted. Atomic: no release can slip between the check
         and the queueing. ``wake`` is called (outside the lock, from whichever
-        thread grants it) once a queued request is granted.
+        thread grants it) once a queued request is granted. Raises like
+        :meth:`try_grant`.
         """
-        nbytes, priority, key = request._nbytes, request._priority, request._key
-        if nbytes > self._capacity:
-            raise _too_large(nbytes, self._capacity)
-        evicted: list[Request] | None = None
-        granted: list[Request] = []
         lock = self._lock
         lock.acquire()
         try:
-            if request._state:
-                raise _not_pending(request)
-            if key is not None and key in self._keys:
-                raise _duplicate(key)
-            order = self._order
-            headroom = self._headroom
-            # Zero bytes skip the queue; otherwise no barging past an equal or
-            # higher priority, and under pressure it must fit the headroom.
-            if not nbytes or (
-                not (order and order[0] >= priority) and (headroom is None or nbytes <= headroom)
-            ):
-                if self._used + nbytes > self._capacity:
-                    evicted = self._evict_for(nbytes, priority)
-                if self._used + nbytes <= self._capacity:
-                    self._grant(request)
-            now_granted = request._state == LIVE
-            if now_granted:
-                if evicted and order:
-                    # Eviction may free more than this request needed.
-                    granted, more = self._pump()
-                    evicted.extend(more)
-            else:
-                request._wake = wake
-                request._state = QUEUED
-                queue = self._queues.get(priority)
-                if queue is None:
-                    queue = self._queues[priority] = OrderedDict()
-                    self._insert_priority(priority)
-                queue[request] = None
-                if key is not None:
-                    self._keys[key] = request
-                waiting = self._nwaiting = self._nwaiting + 1
-                if waiting > self._waiters_peak:
-                    self._waiters_peak = waiting
+            self._check_new(request)
+            evicted = self._admit(request)
+            if evicted is None:
+                self._queue(request, wake)
+                return False
+            self._grant(request)
+            if not evicted:
+                return True
+            granted, more = self._pump()
         finally:
             lock.release()
-        if evicted:
-            self._after(granted, evicted)
-        return now_granted
+        self._after(granted, [*evicted, *more])
+        return True
 
     def cancel(self, request: Request) -> None:
         """Its task was cancelled: dequeue it, or hand back the grant that raced it.
@@ -433,20 +386,7 @@ class Ledger:
         try:
             if request._state != LIVE:
                 return False
-            # _drop(), inlined: this is the uncontended fast path.
-            request._state = RELEASED
-            nbytes = request._nbytes
-            self._used -= nbytes
-            self._dropped += 1
-            key = request._key
-            if key is not None and self._keys.get(key) is request:
-                del self._keys[key]
-            if request._evictable:
-                del self._evictable[request]
-                self._evictable_bytes -= nbytes
-            now = self._clock()
-            if now >= self._next_history:
-                self._record(now)
+            self._drop(request)
             if not self._order:
                 return True
             granted, evicted = self._pump()
@@ -522,6 +462,51 @@ class Ledger:
         return evicted
 
     # -------------------------------------------------------------- private
+
+    def _check_new(self, request: Request) -> None:
+        if request._state:
+            raise _not_pending(request)
+        key = request._key
+        if key is not None and key in self._keys:
+            raise _duplicate(key)
+        if request._nbytes > self._capacity:
+            raise _too_large("nbytes", request._nbytes, self._capacity)
+
+    def _admit(self, request: Request) -> Sequence[Request] | None:
+        """The one grant decision for a new request: may it be granted now?
+
+        Returns None when it must wait, else the allocations evicted to make it
+        fit (usually none). Zero bytes take nothing and are always admitted;
+        otherwise no barging past a queued equal or higher priority, and under
+        pressure it must fit the headroom.
+        """
+        nbytes = request._nbytes
+        if not nbytes:
+            return _NOBODY
+        order = self._order
+        if order and order[0] >= request._priority:
+            return None
+        headroom = self._headroom
+        if headroom is not None and nbytes > headroom:
+            return None
+        if self._used + nbytes <= self._capacity:
+            return _NOBODY
+        return self._evict_for(nbytes, request._priority)
+
+    def _queue(self, request: Request, wake: Callable[[], None]) -> None:
+        request._wake = wake
+        request._state = QUEUED
+        priority = request._priority
+        queue = self._queues.get(priority)
+        if queue is None:
+            queue = self._queues[priority] = OrderedDict()
+            self._insert_priority(priority)
+        queue[request] = None
+        if request._key is not None:
+            self._keys[request._key] = request
+        waiting = self._nwaiting = self._nwaiting + 1
+        if waiting > self._waiters_peak:
+            self._waiters_peak = waiting
 
     def _grant(self, request: Request) -> None:
         nbytes = request._nbytes
@@ -671,9 +656,9 @@ def _eviction_order(request: Request) -> tuple[int, int]:
     return (request._priority, request._nbytes)
 
 
-def _too_large(nbytes: int, capacity: int) -> MemoryAllocationError:
+def _too_large(name: str, nbytes: int, capacity: int) -> MemoryAllocationError:
     return MemoryAllocationError(
-        f"nbytes={nbytes} exceeds the budget's capacity of {capacity} bytes: "
+        f"{name}={nbytes} exceeds the budget's capacity of {capacity} bytes: "
         "it can never be granted"
     )
 
