@@ -399,3 +399,84 @@ def test_reserve_dependency_refuses_bad_arguments() -> None:
 def test_lifespan_refuses_what_is_not_a_warden_or_config() -> None:
     with pytest.raises(TypeError, match="warden_or_config"):
         lifespan(5)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------- a real uvicorn server
+
+
+async def _serve(app: Any) -> tuple[Any, int, Any]:
+    import asyncio
+
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.get_running_loop().create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return server, port, task
+
+
+async def _stop(server: Any, task: Any) -> None:
+    server.should_exit = True
+    await task
+
+
+def test_real_server_sheds_and_releases_on_client_disconnect() -> None:
+    """Under uvicorn on 127.0.0.1: a 503 with Retry-After, and a reservation freed on disconnect."""
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    async def main() -> None:
+        probe, monitor = _monitor()
+        manager = MemoryManager(LIMIT)
+        first_chunk_sent = anyio.Event()
+
+        async def stream(request: Request) -> StreamingResponse:
+            async def body() -> Any:
+                yield b"first\n"
+                first_chunk_sent.set()
+                await anyio.sleep_forever()
+                yield b"never"
+
+            return StreamingResponse(body())
+
+        app = Starlette(routes=[Route("/stream", stream)])
+        guard = MemoryGuardMiddleware(app, manager=manager, monitor=monitor, cost={"/stream": 400})
+        finished = anyio.Event()
+
+        async def outer(scope: Any, receive: Any, send: Any) -> None:
+            try:
+                await guard(scope, receive, send)
+            finally:
+                if scope["type"] == "http":
+                    finished.set()
+
+        server, port, task = await _serve(outer)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                async with client.stream("GET", "/stream") as response:
+                    assert response.status_code == 200
+                    async for chunk in response.aiter_bytes():
+                        assert chunk.startswith(b"first")
+                        break
+                    await first_chunk_sent.wait()
+                    assert manager.current_usage == 400
+                # Leaving the block closes the connection mid-response.
+                with anyio.fail_after(10):
+                    await finished.wait()
+                assert manager.current_usage == 0 and guard.stats().in_flight == 0
+                probe.set(used=990, limit=LIMIT)
+                monitor.sample_now()
+                response = await client.get("/stream")
+                assert response.status_code == 503
+                assert response.headers["retry-after"] == "1"
+                assert response.json()["status"] == "error"
+        finally:
+            await _stop(server, task)
+
+    anyio.run(main)
