@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from test_pool_backends import on_both_backends, wait_for_closes
 
 from memwarden.errors import PoolClosedError, PoolError, PoolExhaustedError
 from memwarden.pool import ObjectPool, PoolLease, PoolStats
@@ -32,6 +33,7 @@ class Maker:
         self.closed.append(obj)
 
 
+@on_both_backends(mock_clock=True)
 async def test_await_and_async_with_forms() -> None:
     maker = Maker()
     pool = ObjectPool(maker, max_size=2)
@@ -48,6 +50,7 @@ async def test_await_and_async_with_forms() -> None:
     assert stats.released == 2
 
 
+@on_both_backends(mock_clock=True)
 async def test_newest_idle_object_is_reused_first() -> None:
     maker = Maker()
     pool = ObjectPool(maker, max_size=3)
@@ -58,15 +61,19 @@ async def test_newest_idle_object_is_reused_first() -> None:
     assert await pool.acquire() is a
 
 
+@on_both_backends(mock_clock=True)
 async def test_lease_cannot_be_entered_twice() -> None:
     pool = ObjectPool(Maker(), max_size=2)
     lease = pool.acquire()
     async with lease:
-        with pytest.raises(PoolError, match="already in use"):
+        with pytest.raises(PoolError, match="already used"):
             await lease.__aenter__()
+    with pytest.raises(PoolError, match="already used"):
+        await lease
     assert pool.stats().in_use == 0
 
 
+@on_both_backends(mock_clock=True)
 async def test_async_with_releases_when_body_raises() -> None:
     pool = ObjectPool(Maker(), max_size=1)
     with pytest.raises(ZeroDivisionError):
@@ -75,6 +82,7 @@ async def test_async_with_releases_when_body_raises() -> None:
     assert pool.stats().in_use == 0 and pool.stats().idle == 1
 
 
+@on_both_backends(mock_clock=True)
 async def test_waiters_are_served_fifo_by_direct_hand_off() -> None:
     pool = ObjectPool(Maker(), max_size=1)
     held = await pool.acquire()
@@ -95,6 +103,7 @@ async def test_waiters_are_served_fifo_by_direct_hand_off() -> None:
     assert pool.stats().waiters_peak == 5
 
 
+@on_both_backends(mock_clock=True)
 async def test_released_object_goes_to_the_waiter_not_a_newcomer() -> None:
     pool = ObjectPool(Maker(), max_size=1)
     held = await pool.acquire()
@@ -115,6 +124,7 @@ async def test_released_object_goes_to_the_waiter_not_a_newcomer() -> None:
     assert got == [held]
 
 
+@on_both_backends(mock_clock=True)
 async def test_max_size_is_never_exceeded_under_load() -> None:
     maker = Maker()
     pool = ObjectPool(maker, max_size=3)
@@ -135,6 +145,7 @@ async def test_max_size_is_never_exceeded_under_load() -> None:
     assert stats.acquired == 200 and stats.released == 200 and stats.in_use == 0
 
 
+@on_both_backends(mock_clock=True)
 async def test_release_of_foreign_or_released_object_raises() -> None:
     pool = ObjectPool(Maker(), max_size=2)
     obj = await pool.acquire()
@@ -146,6 +157,7 @@ async def test_release_of_foreign_or_released_object_raises() -> None:
     assert pool.stats().idle == 1
 
 
+@on_both_backends(mock_clock=True)
 async def test_fill_creates_min_size_and_first_use_fills() -> None:
     maker = Maker()
     pool = ObjectPool(maker, min_size=3, max_size=5)
@@ -159,13 +171,16 @@ async def test_fill_creates_min_size_and_first_use_fills() -> None:
     assert explicit.stats().idle == 2
 
 
+@on_both_backends(mock_clock=True)
 async def test_pool_as_async_context_manager_fills_and_closes() -> None:
     maker = Maker()
     async with ObjectPool(maker, min_size=2, close=maker.close) as pool:
         assert pool.stats().idle == 2
+    await wait_for_closes(pool)
     assert pool.closed and len(maker.closed) == 2
 
 
+@on_both_backends(mock_clock=True)
 async def test_trim_closes_coldest_idle_down_to_keep() -> None:
     maker = Maker()
     pool = ObjectPool(maker, max_size=5, min_size=1, close=maker.close)
@@ -173,6 +188,7 @@ async def test_trim_closes_coldest_idle_down_to_keep() -> None:
     for obj in objs[:3]:
         await pool.release(obj)
     assert await pool.trim(keep=3) == 1
+    await wait_for_closes(pool)
     assert maker.closed == [objs[0]]
     assert await pool.trim() == 2  # default keep=min_size; the held object stays
     assert pool.stats().size == 1 and pool.stats().in_use == 1
@@ -182,12 +198,14 @@ async def test_trim_closes_coldest_idle_down_to_keep() -> None:
 
 
 @pytest.mark.parametrize(("keep", "exc"), [(-1, ValueError), (1.5, TypeError), (True, TypeError)])
+@on_both_backends(mock_clock=True)
 async def test_trim_rejects_bad_keep(keep: Any, exc: type[Exception]) -> None:
     pool = ObjectPool(Maker())
     with pytest.raises(exc, match="keep"):
         await pool.trim(keep)
 
 
+@on_both_backends(mock_clock=True)
 async def test_reap_closes_idle_objects_past_max_idle_time(clock: ManualClock) -> None:
     maker = Maker()
     pool = ObjectPool(maker, max_size=4, min_size=1, max_idle_time=10.0, clock=clock)
@@ -201,6 +219,7 @@ async def test_reap_closes_idle_objects_past_max_idle_time(clock: ManualClock) -
     assert pool.stats().size == 1
 
 
+@on_both_backends(mock_clock=True)
 async def test_max_lifetime_retires_objects_with_jitter(clock: ManualClock) -> None:
     maker = Maker()
     pool = ObjectPool(
@@ -211,12 +230,15 @@ async def test_max_lifetime_retires_objects_with_jitter(clock: ManualClock) -> N
     await pool.release(b)
     clock.advance(101.0)
     await pool.release(a)  # past its lifetime: closed instead of kept
+    await wait_for_closes(pool)
     assert a in maker.closed
     c = await pool.acquire()  # b expired while idle: skipped and closed
+    await wait_for_closes(pool)
     assert c is not b and b in maker.closed
     assert pool.stats().size == 1
 
 
+@on_both_backends(mock_clock=True)
 async def test_reap_refills_to_min_size_after_lifetime(clock: ManualClock) -> None:
     maker = Maker()
     pool = ObjectPool(maker, min_size=2, max_size=4, max_lifetime=50.0, clock=clock)
@@ -226,6 +248,7 @@ async def test_reap_refills_to_min_size_after_lifetime(clock: ManualClock) -> No
     assert pool.stats().idle == 2 and len(maker.made) == 4
 
 
+@on_both_backends(mock_clock=True)
 async def test_leak_reported_once_with_acquiring_stack(
     clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -248,6 +271,7 @@ async def test_leak_reported_once_with_acquiring_stack(
     await pool.release(obj)
 
 
+@on_both_backends(mock_clock=True)
 async def test_leak_found_at_release_when_nobody_looked(
     clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -260,6 +284,7 @@ async def test_leak_found_at_release_when_nobody_looked(
     assert any("test_leak_found_at_release" in r.getMessage() for r in caplog.records)
 
 
+@on_both_backends(mock_clock=True)
 async def test_stats_wait_time_and_peaks(clock: ManualClock) -> None:
     pool = ObjectPool(Maker(), max_size=1, clock=clock, name="p")
     held = await pool.acquire()
@@ -283,6 +308,7 @@ async def test_stats_wait_time_and_peaks(clock: ManualClock) -> None:
     assert isinstance(stats, PoolStats)
 
 
+@on_both_backends(mock_clock=True)
 async def test_acquire_after_close_raises_and_waiters_are_failed() -> None:
     maker = Maker()
     pool = ObjectPool(maker, max_size=1, close=maker.close)
@@ -304,25 +330,28 @@ async def test_acquire_after_close_raises_and_waiters_are_failed() -> None:
         with pytest.raises(PoolClosedError):
             await pool.acquire()
         await pool.release(held)  # closed on return; aclose then finishes
+    await wait_for_closes(pool)
     assert maker.closed == [held]
+    await wait_for_closes(pool)
     assert pool.stats().closed and pool.stats().size == 0
 
 
-async def test_aclose_force_closes_after_timeout(clock: ManualClock) -> None:
+@on_both_backends(mock_clock=True)
+async def test_aclose_force_closes_after_timeout() -> None:
     maker = Maker()
-    pool = ObjectPool(maker, max_size=2, close=maker.close, clock=clock, sleep=clock.sleep)
+    pool = ObjectPool(maker, max_size=2, close=maker.close)
     held = await pool.acquire()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: pool.aclose(timeout=5.0))
-        await clock.advance_when_parked(5.0)
+    await pool.aclose(timeout=0.05)
+    await wait_for_closes(pool)
     assert maker.closed == [held]
     await pool.release(held)  # a late release of a force-closed object is a no-op
     assert pool.stats().size == 0 and pool.stats().in_use == 0
     await pool.aclose()  # idempotent
 
 
-async def test_concurrent_aclose_calls_all_wait(clock: ManualClock) -> None:
-    pool = ObjectPool(Maker(), clock=clock, sleep=clock.sleep)
+@on_both_backends(mock_clock=True)
+async def test_concurrent_aclose_calls_all_wait() -> None:
+    pool = ObjectPool(Maker())
     held = await pool.acquire()
     done: list[int] = []
 
@@ -381,6 +410,7 @@ def test_constructor_rejects_bad_input(
 @pytest.mark.parametrize(
     ("bad", "exc"), [(-1, ValueError), (math.nan, ValueError), ("1", TypeError)]
 )
+@on_both_backends(mock_clock=True)
 async def test_acquire_rejects_bad_timeout(bad: Any, exc: type[Exception]) -> None:
     pool = ObjectPool(Maker())
     with pytest.raises(exc, match="timeout"):
@@ -388,6 +418,7 @@ async def test_acquire_rejects_bad_timeout(bad: Any, exc: type[Exception]) -> No
     assert pool.stats().in_use == 0 and pool.stats().waiters == 0
 
 
+@on_both_backends(mock_clock=True)
 async def test_zero_timeout_fails_fast_when_exhausted() -> None:
     pool = ObjectPool(Maker(), max_size=1)
     held = await pool.acquire()
@@ -398,12 +429,15 @@ async def test_zero_timeout_fails_fast_when_exhausted() -> None:
     assert await pool.acquire(timeout=0) is held
 
 
+@on_both_backends(mock_clock=True)
 async def test_repr_and_properties() -> None:
     pool = ObjectPool(Maker(), max_size=3, min_size=1, name="conns")
+    await wait_for_closes(pool)
     assert (pool.max_size, pool.min_size, pool.closed) == (3, 1, False)
     assert "conns" in repr(pool) and "size=0/3" in repr(pool)
 
 
+@on_both_backends(mock_clock=True)
 async def test_seed_004_acquire_release_usage() -> None:
     class Request:
         pass

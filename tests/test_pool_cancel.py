@@ -2,7 +2,9 @@
 
 Each test ends by checking that the pool holds no stray object, slot or
 waiter (``_assert_clean``): in-use and pending are zero unless a test holds
-something on purpose, and no waiter stays queued.
+something on purpose, and no waiter stays queued. Every test runs under
+asyncio and trio (trio on an autojumping mock clock, so timeouts take no real
+time), except those of asyncio's own ``Task.cancel()``.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import asyncio
 import anyio
 import anyio.lowlevel
 import pytest
+from test_pool_backends import assert_nothing_leaked, on_both_backends, wait_for_closes
 
-from memwarden.errors import PoolClosedError, PoolExhaustedError
+from memwarden.errors import PoolClosedError, PoolError, PoolExhaustedError
 from memwarden.pool import ObjectPool
 from memwarden.testing import ManualClock
 
@@ -33,17 +36,13 @@ class Maker:
 
 
 def _assert_clean(pool: ObjectPool[list[int]], *, in_use: int = 0) -> None:
-    stats = pool.stats()
-    assert stats.waiters == 0, stats
-    assert stats.pending == 0, stats
-    assert stats.in_use == in_use, stats
-    assert stats.created - stats.destroyed == stats.size, stats
-    assert not pool._core.checking and not pool._core.returning
+    assert_nothing_leaked(pool, in_use=in_use)
 
 
 # -- parked acquire -------------------------------------------------------------------------
 
 
+@on_both_backends(mock_clock=True)
 async def test_cancelled_parked_acquire_leaves_no_waiter() -> None:
     pool = ObjectPool(Maker(), max_size=1)
     held = await pool.acquire()
@@ -55,38 +54,31 @@ async def test_cancelled_parked_acquire_leaves_no_waiter() -> None:
     _assert_clean(pool)
 
 
-async def test_timed_out_parked_acquire_leaves_no_waiter(clock: ManualClock) -> None:
-    pool = ObjectPool(Maker(), max_size=1, clock=clock, sleep=clock.sleep)
+@on_both_backends(mock_clock=True)
+async def test_timed_out_parked_acquire_leaves_no_waiter() -> None:
+    pool = ObjectPool(Maker(), max_size=1)
     held = await pool.acquire()
-    async with anyio.create_task_group() as tg:
-
-        async def timed() -> None:
-            with pytest.raises(PoolExhaustedError, match="within 3 s"):
-                await pool.acquire(timeout=3.0)
-
-        tg.start_soon(timed)
-        await clock.advance_when_parked(3.0)
+    with pytest.raises(PoolExhaustedError, match=r"within 0\.05 s"):
+        await pool.acquire(timeout=0.05)
     assert pool.stats().timeouts == 1
     _assert_clean(pool, in_use=1)
     await pool.release(held)
     _assert_clean(pool)
 
 
-async def test_pool_acquire_timeout_default_applies(clock: ManualClock) -> None:
-    pool = ObjectPool(Maker(), max_size=1, acquire_timeout=1.0, clock=clock, sleep=clock.sleep)
+@on_both_backends(mock_clock=True)
+async def test_pool_acquire_timeout_default_applies() -> None:
+    pool = ObjectPool(Maker(), max_size=1, acquire_timeout=0.05)
     held = await pool.acquire()
-    async with anyio.create_task_group() as tg:
-
-        async def timed() -> None:
-            with pytest.raises(PoolExhaustedError):
-                await pool.acquire()
-
-        tg.start_soon(timed)
-        await clock.advance_when_parked(1.0)
+    with pytest.raises(PoolExhaustedError):
+        async with pool.acquire():
+            pass  # pragma: no cover
+    assert pool.stats().timeouts == 1
     _assert_clean(pool, in_use=1)
     await pool.release(held)
 
 
+@on_both_backends(mock_clock=True)
 async def test_timeout_on_the_real_clock() -> None:
     pool = ObjectPool(Maker(), max_size=1)
     held = await pool.acquire()
@@ -97,6 +89,7 @@ async def test_timeout_on_the_real_clock() -> None:
     await pool.release(held)
 
 
+@on_both_backends(mock_clock=True)
 async def test_grant_racing_cancel_scope_leaks_nothing() -> None:
     """The release hands the object over, then the waiter's scope is cancelled before it
     resumes: it either keeps the grant (and releases it) or passes it on; never both."""
@@ -166,6 +159,7 @@ async def test_grant_racing_cancellation_with_validation_returns_to_idle() -> No
     _assert_clean(pool)
 
 
+@on_both_backends(mock_clock=True)
 async def test_many_cancelled_acquires_leak_nothing() -> None:
     """trio's CapacityLimiter memleak test, for the pool."""
     pool = ObjectPool(Maker(), max_size=1)
@@ -190,6 +184,7 @@ def _slow_factory(started: anyio.Event, proceed: anyio.Event, maker: Maker):  # 
     return factory
 
 
+@on_both_backends(mock_clock=True)
 async def test_cancelled_creation_frees_its_slot() -> None:
     maker = Maker()
     started, proceed = anyio.Event(), anyio.Event()
@@ -203,27 +198,21 @@ async def test_cancelled_creation_frees_its_slot() -> None:
         assert obj == [0]
 
 
-async def test_timed_out_creation_frees_its_slot(clock: ManualClock) -> None:
+@on_both_backends(mock_clock=True)
+async def test_timed_out_creation_frees_its_slot() -> None:
     maker = Maker()
     started, proceed = anyio.Event(), anyio.Event()
-    pool = ObjectPool(
-        _slow_factory(started, proceed, maker), max_size=1, clock=clock, sleep=clock.sleep
-    )
-    async with anyio.create_task_group() as tg:
-
-        async def timed() -> None:
-            with pytest.raises(PoolExhaustedError):
-                await pool.acquire(timeout=2.0)
-
-        tg.start_soon(timed)
-        await started.wait()
-        await clock.advance_when_parked(2.0)
+    pool = ObjectPool(_slow_factory(started, proceed, maker), max_size=1)
+    with pytest.raises(PoolExhaustedError):
+        await pool.acquire(timeout=0.05)
+    assert started.is_set()
     _assert_clean(pool)
     assert pool.stats().create_failures == 0  # a cancelled creation is not a failure
     proceed.set()
     assert await pool.acquire() == [0]
 
 
+@on_both_backends(mock_clock=True)
 async def test_cancelled_creation_hands_slot_to_next_waiter() -> None:
     maker = Maker()
     started, proceed = anyio.Event(), anyio.Event()
@@ -251,24 +240,19 @@ async def test_cancelled_creation_hands_slot_to_next_waiter() -> None:
     _assert_clean(pool, in_use=1)
 
 
-async def test_cancelled_gate_wait_frees_its_slot(clock: ManualClock) -> None:
+@on_both_backends(mock_clock=True)
+async def test_cancelled_gate_wait_frees_its_slot() -> None:
     gate_open = anyio.Event()
 
     async def gate() -> None:
         await gate_open.wait()
 
-    pool = ObjectPool(Maker(), max_size=1, creation_gate=gate, clock=clock, sleep=clock.sleep)
-    with anyio.move_on_after(0):
+    pool = ObjectPool(Maker(), max_size=1, creation_gate=gate)
+    with anyio.move_on_after(0.01):
         await pool.acquire()
     _assert_clean(pool)
-    async with anyio.create_task_group() as tg:
-
-        async def timed() -> None:
-            with pytest.raises(PoolExhaustedError):
-                await pool.acquire(timeout=5.0)
-
-        tg.start_soon(timed)
-        await clock.advance_when_parked(5.0)
+    with pytest.raises(PoolExhaustedError):
+        await pool.acquire(timeout=0.05)
     _assert_clean(pool)
     gate_open.set()
     assert await pool.acquire() == [0]
@@ -277,6 +261,7 @@ async def test_cancelled_gate_wait_frees_its_slot(clock: ManualClock) -> None:
 # -- validation and reset in progress ------------------------------------------------------
 
 
+@on_both_backends(mock_clock=True)
 async def test_cancelled_validation_discards_the_object() -> None:
     maker = Maker()
     started = anyio.Event()
@@ -297,11 +282,13 @@ async def test_cancelled_validation_discards_the_object() -> None:
         tg.start_soon(get)
         await started.wait()
         tg.cancel_scope.cancel()
+    await wait_for_closes(pool)
     assert maker.closed == [obj]  # state unknown after an interrupted check
     _assert_clean(pool)
     assert pool.stats().size == 0
 
 
+@on_both_backends(mock_clock=True)
 async def test_cancelled_release_still_finishes_the_reset() -> None:
     resets: list[list[int]] = []
     started = anyio.Event()
@@ -326,56 +313,87 @@ async def test_cancelled_release_still_finishes_the_reset() -> None:
     _assert_clean(pool)
 
 
+@on_both_backends(mock_clock=True)
 async def test_cancelled_async_with_body_releases() -> None:
     pool = ObjectPool(Maker(), max_size=1)
-    with anyio.move_on_after(0):
+    with anyio.move_on_after(0.01):
         async with pool.acquire():
             await anyio.sleep_forever()
     assert pool.stats().idle == 1
     _assert_clean(pool)
 
 
+@on_both_backends(mock_clock=True)
+async def test_acquire_in_a_cancelled_scope_is_a_checkpoint() -> None:
+    """As anyio's CapacityLimiter: a cancelled scope is honoured even when an object is idle."""
+    pool = ObjectPool(Maker(), max_size=1)
+    await pool.release(await pool.acquire())
+    lease = pool.acquire()
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        async with lease:
+            pytest.fail("entered a cancelled scope")  # pragma: no cover
+    assert scope.cancelled_caught
+    _assert_clean(pool)
+    assert pool.stats().idle == 1
+    with pytest.raises(PoolError, match="already used"):
+        await lease  # the lease is spent
+
+
+@on_both_backends(mock_clock=True)
+async def test_fast_acquire_takes_an_idle_object_without_yielding() -> None:
+    pool = ObjectPool(Maker(), max_size=1, fast_acquire=True)
+    await pool.release(await pool.acquire())
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        async with pool.acquire() as obj:  # no checkpoint: not cancelled
+            assert obj == [0]
+    _assert_clean(pool)
+
+
 # -- aclose --------------------------------------------------------------------------------
 
 
-async def test_aclose_timeout_twin_closes_leftovers(clock: ManualClock) -> None:
+@on_both_backends(mock_clock=True)
+async def test_aclose_timeout_twin_closes_leftovers() -> None:
     maker = Maker()
-    pool = ObjectPool(maker, max_size=2, close=maker.close, clock=clock, sleep=clock.sleep)
+    pool = ObjectPool(maker, max_size=2, close=maker.close)
     held = [await pool.acquire(), await pool.acquire()]
     await pool.release(held[1])
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: pool.aclose(timeout=1.0))
-        await clock.advance_when_parked(1.0)
+    await pool.aclose(timeout=0.05)
+    await wait_for_closes(pool)
     assert maker.closed == [held[1], held[0]]
     _assert_clean(pool)
     assert pool.stats().size == 0
 
 
-async def test_cancelled_aclose_leaves_pool_closed_and_consistent(clock: ManualClock) -> None:
+@on_both_backends(mock_clock=True)
+async def test_cancelled_aclose_leaves_pool_closed_and_consistent() -> None:
     maker = Maker()
-    pool = ObjectPool(maker, close=maker.close, clock=clock, sleep=clock.sleep)
+    pool = ObjectPool(maker, close=maker.close)
     held = await pool.acquire()
     async with anyio.create_task_group() as tg:
         tg.start_soon(pool.aclose)
-        await clock.wait_for_sleepers(1)
+        while not pool.closed:
+            await anyio.lowlevel.checkpoint()
         tg.cancel_scope.cancel()
     assert pool.closed
     with pytest.raises(PoolClosedError):
         await pool.acquire()
     await pool.release(held)  # still closed properly on return
+    await wait_for_closes(pool)
     assert maker.closed == [held]
     _assert_clean(pool)
     await pool.aclose()  # returns at once: already done
 
 
-async def test_creation_finishing_after_close_is_closed(clock: ManualClock) -> None:
+@on_both_backends(mock_clock=True)
+async def test_creation_finishing_after_close_is_closed() -> None:
     maker = Maker()
     started, proceed = anyio.Event(), anyio.Event()
     pool = ObjectPool(
         _slow_factory(started, proceed, maker),
         close=maker.close,
-        clock=clock,
-        sleep=clock.sleep,
     )
     async with anyio.create_task_group() as tg:
 
@@ -388,6 +406,7 @@ async def test_creation_finishing_after_close_is_closed(clock: ManualClock) -> N
         tg.start_soon(lambda: pool.aclose(timeout=10.0))
         await anyio.wait_all_tasks_blocked()
         proceed.set()
+    await wait_for_closes(pool)
     assert maker.closed == maker.made == [[0]]
     _assert_clean(pool)
 
@@ -395,6 +414,7 @@ async def test_creation_finishing_after_close_is_closed(clock: ManualClock) -> N
 # -- fill ----------------------------------------------------------------------------------
 
 
+@on_both_backends(mock_clock=True)
 async def test_cancelled_fill_frees_every_reserved_slot() -> None:
     maker = Maker()
     started, proceed = anyio.Event(), anyio.Event()
@@ -410,6 +430,7 @@ async def test_cancelled_fill_frees_every_reserved_slot() -> None:
     assert await pool.fill() == 3
 
 
+@on_both_backends(mock_clock=True)
 async def test_timed_out_fill_frees_every_reserved_slot() -> None:
     maker = Maker()
     started, proceed = anyio.Event(), anyio.Event()
@@ -421,10 +442,12 @@ async def test_timed_out_fill_frees_every_reserved_slot() -> None:
     assert pool.stats().size == 0
 
 
-# -- the contended fast path (pools with no per-object checks) ------------------------------
+# -- contended acquires -------------------------------------------------------------------
 
 
-async def test_contended_fast_path_keeps_stats_exact_and_fifo(clock: ManualClock) -> None:
+@on_both_backends(mock_clock=True)
+async def test_contended_acquires_keep_stats_exact_and_fifo() -> None:
+    clock = ManualClock(1000.0)
     pool = ObjectPool(Maker(), max_size=2, clock=clock)
     a = await pool.acquire()
     b = await pool.acquire()
@@ -459,7 +482,8 @@ async def test_contended_fast_path_keeps_stats_exact_and_fifo(clock: ManualClock
     _assert_clean(pool)
 
 
-async def test_contended_fast_path_waiter_creates_after_factory_failure() -> None:
+@on_both_backends(mock_clock=True)
+async def test_contended_waiter_creates_after_factory_failure() -> None:
     started, proceed = anyio.Event(), anyio.Event()
     calls: list[int] = []
 
@@ -501,7 +525,8 @@ async def test_contended_fast_path_waiter_creates_after_factory_failure() -> Non
     _assert_clean(pool)
 
 
-async def test_contended_fast_path_waiter_fails_when_pool_closes() -> None:
+@on_both_backends(mock_clock=True)
+async def test_contended_waiter_fails_when_pool_closes() -> None:
     maker = Maker()
     pool = ObjectPool(maker, max_size=1, close=maker.close)
     held = await pool.acquire()
@@ -520,10 +545,12 @@ async def test_contended_fast_path_waiter_fails_when_pool_closes() -> None:
         await anyio.wait_all_tasks_blocked()
         assert len(errors) == 1 and pool.stats().waiters == 0
         await pool.release(held)
+    await wait_for_closes(pool)
     assert maker.closed == [held]
     _assert_clean(pool)
 
 
+@on_both_backends(mock_clock=True)
 async def test_cancelled_middle_waiter_leaves_the_queue_in_order() -> None:
     pool = ObjectPool(Maker(), max_size=1)
     held = await pool.acquire()

@@ -23,11 +23,13 @@ from hypothesis.stateful import (
 )
 
 from memwarden._pool_core import (
-    _NO_ENTRY,
-    GRANT_CREATE,
-    GRANT_OBJECT,
-    MISSING,
+    CHECK,
+    CLOSE,
+    CREATE,
+    LENT,
     PARK,
+    RESET,
+    RETURNED,
     Entry,
     PoolCore,
     Waiter,
@@ -55,7 +57,8 @@ class PoolCoreMachine(RuleBasedStateMachine):
         self.held: list[list[int]] = []  # objects user code holds (in_use)
         self.granted: list[Entry[list[int]]] = []  # in checking, not yet claimed
         self.creating = 0  # creation slots handed to a caller
-        self.parked: list[Waiter[list[int]]] = []
+        self.parked: list[tuple[Waiter[list[int]], _Flag]] = []
+        self.closing = 0  # background closes started and not finished
         self.resetting: list[Entry[list[int]]] = []
         self.acquires = 0
         self.releases = 0
@@ -66,7 +69,8 @@ class PoolCoreMachine(RuleBasedStateMachine):
         min_size=st.integers(0, 5),
         lifetime=st.sampled_from([None, 5.0]),
         idle_time=st.sampled_from([None, 3.0]),
-        claim_needed=st.booleans(),
+        validates=st.booleans(),
+        resets=st.booleans(),
     )
     def setup(
         self,
@@ -74,7 +78,8 @@ class PoolCoreMachine(RuleBasedStateMachine):
         min_size: int,
         lifetime: float | None,
         idle_time: float | None,
-        claim_needed: bool,
+        validates: bool,
+        resets: bool,
     ) -> None:
         self.core = PoolCore(
             max_size,
@@ -83,7 +88,8 @@ class PoolCoreMachine(RuleBasedStateMachine):
             max_idle_time=idle_time,
             lifetime_jitter=0.2,
             rng=random.Random(0),
-            claim_needed=claim_needed,
+            validates=validates,
+            resets=resets,
         )
 
     def _new_obj(self) -> list[int]:
@@ -94,20 +100,27 @@ class PoolCoreMachine(RuleBasedStateMachine):
         """Act as the woken waiter."""
         if waiter.error is not None:
             assert isinstance(waiter.error, PoolClosedError)
-        elif waiter.entry is not None:
-            if self.core.claim_needed:
-                self.granted.append(waiter.entry)
-            else:
-                self.held.append(waiter.entry.obj)
-                self.acquires += 1
         else:
-            assert waiter.create
+            self._take(waiter.kind, waiter.entry)
+
+    def _take(self, kind: int, entry: Entry[list[int]] | None) -> None:
+        """Act as an acquirer that was given ``kind``."""
+        if kind == LENT:
+            assert entry is not None and entry.held and not self.core.validates
+            self.held.append(entry.obj)
+            self.acquires += 1
+        elif kind == CHECK:
+            assert entry is not None and entry.key in self.core.checking
+            assert self.core.validates
+            self.granted.append(entry)
+        else:
+            assert kind == CREATE and entry is None
             self.creating += 1
 
     def _collect_woken(self) -> None:
-        for waiter in [w for w in self.parked if w.event.is_set]:  # type: ignore[attr-defined]
-            self.parked.remove(waiter)
-            self._take_grant(waiter)
+        for pair in [p for p in self.parked if p[1].is_set]:
+            self.parked.remove(pair)
+            self._take_grant(pair[0])
 
     # -- acquire -----------------------------------------------------------------------
 
@@ -116,33 +129,21 @@ class PoolCoreMachine(RuleBasedStateMachine):
         core = self.core
         if core.closed:
             with pytest.raises(PoolClosedError):
-                core.acquire(self.now)
+                core.acquire_nowait(self.now)
             return
-        kind, entry, expired = core.acquire(self.now)
+        had_waiters = bool(core.waiters)
+        kind, entry, expired = core.acquire_nowait(self.now)
         for e in expired:
             assert e.expires_at is not None and e.expires_at <= self.now
-        if kind == GRANT_OBJECT:
-            assert entry is not None
-            self.granted.append(entry)
-        elif kind == GRANT_CREATE:
-            self.creating += 1
-        else:
-            assert kind == PARK
-            waiter: Waiter[list[int]] = Waiter(_Flag(), self.now)
+        if kind == PARK:
+            assert had_waiters or (not core.idle and core.size + core.pending == core.max_size)
+            flag = _Flag()
+            waiter: Waiter[list[int]] = Waiter(flag.set)
             core.park(waiter)
-            self.parked.append(waiter)
-
-    @rule()
-    def take_fast(self) -> None:
-        core = self.core
-        if core.max_lifetime is not None or core.claim_needed or core.closed:
-            return
-        obj = core.take_idle_nowait()
-        if obj is MISSING:
-            assert not core.idle or core.waiters
+            self.parked.append((waiter, flag))
         else:
-            self.held.append(obj)
-            self.acquires += 1
+            assert not had_waiters  # no barging
+            self._take(kind, entry)
 
     @precondition(lambda self: self.granted)
     @rule(data=st.data(), ok=st.booleans())
@@ -153,17 +154,14 @@ class PoolCoreMachine(RuleBasedStateMachine):
             self.held.append(entry.obj)
             self.acquires += 1
             return
+        assert self.core.reject(entry)
         if self.core.closed:
             with pytest.raises(PoolClosedError):
-                self.core.reject(entry, self.now)
+                self.core.retry(self.now)
             return
-        kind, nxt, _ = self.core.reject(entry, self.now)
-        assert kind in (GRANT_OBJECT, GRANT_CREATE)
-        if kind == GRANT_OBJECT:
-            assert nxt is not None
-            self.granted.append(nxt)
-        else:
-            self.creating += 1
+        kind, nxt, _ = self.core.retry(self.now)
+        assert kind in (CHECK, CREATE)
+        self._take(kind, nxt)
 
     @precondition(lambda self: self.granted)
     @rule(data=st.data())
@@ -182,12 +180,9 @@ class PoolCoreMachine(RuleBasedStateMachine):
         if outcome == "ok":
             entry = core.add_created(self._new_obj(), self.now)
             if entry is not None:
-                if core.claim_needed:
-                    self.granted.append(entry)
-                else:
-                    core.claim(entry, self.now)
-                    self.held.append(entry.obj)
-                    self.acquires += 1
+                assert entry.held
+                self.held.append(entry.obj)
+                self.acquires += 1
         elif outcome == "fail":
             core.creation_failed()
         else:
@@ -209,58 +204,44 @@ class PoolCoreMachine(RuleBasedStateMachine):
             self.core.add_created_idle(self.core.idle[0].obj, self.now)
         self._collect_woken()
 
-    @rule()
-    def park_fast(self) -> None:
-        core = self.core
-        if core.max_lifetime is not None or core.claim_needed:
-            return
-        before = len(core.waiters)
-        waiter = core.park_if_busy(lambda: Waiter[list[int]](_Flag(), self.now))
-        if waiter is None:
-            assert core.closed or (
-                not core.waiters and (core.idle or core.size + core.pending < core.max_size)
-            )
-            return
-        assert not core.closed and core.waiters[-1] is waiter
-        assert len(core.waiters) == before + 1 and core.waiters_peak >= before + 1
-        self.parked.append(waiter)
-
     # -- waiters -----------------------------------------------------------------------
 
     @precondition(lambda self: self.parked)
     @rule(data=st.data())
     def cancel_waiter(self, data: st.DataObject) -> None:
-        waiter = self.parked.pop(data.draw(st.integers(0, len(self.parked) - 1)))
+        waiter, _ = self.parked.pop(data.draw(st.integers(0, len(self.parked) - 1)))
         self.core.cancel_waiter(waiter, self.now)
         assert waiter not in self.core.waiters
+        assert self.core.cancel_waiter(waiter, self.now) is None  # idempotent
         self._collect_woken()
 
     # -- release -----------------------------------------------------------------------
 
-    @precondition(lambda self: self.held)
-    @rule(data=st.data(), nowait=st.booleans())
-    def release(self, data: st.DataObject, nowait: bool) -> None:
-        obj = self.held.pop(data.draw(st.integers(0, len(self.held) - 1)))
+    def _release(self, obj: list[int]) -> None:
         core = self.core
+        kind, entry = core.release_nowait(obj, self.now)
         self.releases += 1
-        simple = core.max_lifetime is None and core.max_idle_time is None
-        if nowait and simple and not core.closed:
-            # What ObjectPool.release does on its fast path.
-            entry = core.entries[id(obj)]
-            assert entry.obj is obj and entry.held
-            core.hand_back(entry)
+        if kind == RESET:
+            assert entry is not None and core.resets and not core.closed
+            self.resetting.append(entry)
+        elif kind == CLOSE:
+            assert entry is not None and not core.owns(obj)
+            self.closing += 1
+            core.closing_started()
         else:
-            core.release(obj, self.now)
+            assert kind == RETURNED and entry is None
         self._collect_woken()
 
     @precondition(lambda self: self.held)
     @rule(data=st.data())
-    def begin_reset(self, data: st.DataObject) -> None:
-        obj = self.held.pop(data.draw(st.integers(0, len(self.held) - 1)))
-        entry = self.core.begin_return(obj)
-        assert entry is not None
-        self.releases += 1
-        self.resetting.append(entry)
+    def release(self, data: st.DataObject) -> None:
+        self._release(self.held.pop(data.draw(st.integers(0, len(self.held) - 1))))
+
+    @precondition(lambda self: self.closing)
+    @rule()
+    def background_close_finished(self) -> None:
+        self.closing -= 1
+        self.core.closing_finished()
 
     @precondition(lambda self: self.resetting)
     @rule(data=st.data(), ok=st.booleans())
@@ -275,19 +256,17 @@ class PoolCoreMachine(RuleBasedStateMachine):
     @rule()
     def release_foreign(self) -> None:
         with pytest.raises(PoolError):
-            self.core.release([-1], self.now)
+            self.core.release_nowait([-1], self.now)
 
     @precondition(lambda self: self.held)
     @rule()
     def release_twice(self) -> None:
         obj = self.held.pop()
-        self.core.release(obj, self.now)
-        self.releases += 1
-        self._collect_woken()
+        self._release(obj)
         if self.core.closed or not self.core.owns(obj) or any(o is obj for o in self.held):
             return
         with pytest.raises(PoolError, match="already released"):
-            self.core.release(obj, self.now)
+            self.core.release_nowait(obj, self.now)
 
     # -- maintenance -----------------------------------------------------------------------
 
@@ -326,7 +305,8 @@ class PoolCoreMachine(RuleBasedStateMachine):
     def force_close(self) -> None:
         self.core.force_close()
         for obj in self.held:
-            assert self.core.release(obj, self.now) is None  # late release: quiet no-op
+            # late release: a quiet no-op
+            assert self.core.release_nowait(obj, self.now) == (RETURNED, None)
         self.releases += len(self.held)
         self.held.clear()
         self.granted.clear()
@@ -370,9 +350,6 @@ class PoolCoreMachine(RuleBasedStateMachine):
         assert sorted(e.key for e in core.held_entries()) == sorted(id(o) for o in self.held)
         for obj in self.held:
             assert core.owns(obj)
-        # The fast path's last-lent entry is a live registered one, or none.
-        if core.last is not _NO_ENTRY:
-            assert core.entries.get(core.last.key) is core.last
 
     @invariant()
     def acquired_minus_released_is_in_use(self) -> None:
@@ -406,6 +383,7 @@ class PoolCoreMachine(RuleBasedStateMachine):
         self.in_use_seen = max(self.in_use_seen, core.in_use)
         assert core.in_use_peak == self.in_use_seen
         assert core.waiters_peak >= len(core.waiters)
+        assert core.closing == self.closing and core.closing_peak >= core.closing
 
 
 TestPoolCore = PoolCoreMachine.TestCase
@@ -417,7 +395,7 @@ def test_lifetime_jitter_spreads_and_bounds_expiry() -> None:
     )
     expiries = []
     for i in range(50):
-        core.acquire(0.0)
+        core.acquire_nowait(0.0)
         entry = core.add_created([i], 0.0)
         assert entry is not None
         assert entry.expires_at is not None

@@ -1,4 +1,8 @@
-"""ObjectPool on trio: the same guarantees as on asyncio (the pool parks on anyio.Event)."""
+"""ObjectPool on trio: the same guarantees as on asyncio (the pool parks on a trio.Event).
+
+Most pool tests run on both backends (``test_pool_backends.on_both_backends``);
+these are written for trio alone.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,14 @@ from collections.abc import Awaitable, Callable
 import anyio
 import anyio.lowlevel
 import pytest
+from test_pool_backends import run, wait_for_closes
 
 from memwarden.errors import PoolClosedError, PoolExhaustedError
 from memwarden.pool import ObjectPool
-from memwarden.testing import ManualClock
 
 
 def run_trio(fn: Callable[[], Awaitable[None]]) -> None:
-    anyio.run(fn, backend="trio")
+    run("trio", fn, mock_clock=True)
 
 
 class Maker:
@@ -56,20 +60,15 @@ def test_fifo_contention_on_trio() -> None:
 
 def test_cancelled_and_timed_out_acquires_on_trio() -> None:
     async def main() -> None:
-        clock = ManualClock(0.0)
-        pool = ObjectPool(Maker(), max_size=1, clock=clock, sleep=clock.sleep)
+        pool = ObjectPool(Maker(), max_size=1)
         held = await pool.acquire()
         with anyio.move_on_after(0):
             await pool.acquire()
         assert pool.stats().waiters == 0
-
-        async def timed() -> None:
-            with pytest.raises(PoolExhaustedError):
-                await pool.acquire(timeout=2.0)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(timed)
-            await clock.advance_when_parked(2.0)
+        start = anyio.current_time()
+        with pytest.raises(PoolExhaustedError):
+            await pool.acquire(timeout=2.0)
+        assert anyio.current_time() - start == pytest.approx(2.0)  # on the mock clock
         stats = pool.stats()
         assert (stats.waiters, stats.timeouts, stats.in_use) == (0, 1, 1)
         await pool.release(held)
@@ -123,6 +122,7 @@ def test_hooks_and_aclose_on_trio() -> None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(late_release)
                 await pool.aclose(timeout=10.0)
+        await wait_for_closes(pool)
         assert maker.closed == [held]
         with pytest.raises(PoolClosedError):
             await pool.acquire()

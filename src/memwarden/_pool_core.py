@@ -1,32 +1,33 @@
 """The object pool's bookkeeping: a synchronous state machine with no ``await``.
 
-:class:`~memwarden.pool.ObjectPool` asks this core what to do ("hand idle
-object X", "create a new one", "park") and feeds back what happened (the
-factory returned, validation failed, the waiter was cancelled). Keeping every
-decision here, in plain methods that never suspend, makes them atomic on the
-event loop and lets a hypothesis state machine check them directly
-(``tests/test_pool_state.py``). This mirrors httpcore's
-``_assign_requests_to_connections`` and anyio's ``CapacityLimiter`` hand-off.
+:class:`~memwarden.pool.ObjectPool` asks this core what to do ("lend idle
+object X", "validate X first", "create a new one", "park") and feeds back what
+happened (the factory returned, validation failed, the waiter was cancelled).
+Keeping every decision here, in plain methods that never suspend, makes them
+atomic on the event loop and lets a hypothesis state machine check them
+directly (``tests/test_pool_state.py``). This mirrors httpcore's
+``_assign_requests_to_connections`` and the ``*_nowait`` methods of trio's
+``_sync.py`` and anyio's ``CapacityLimiter``.
 
 Every object the pool owns is in exactly one state::
 
     idle      -- deque, coldest on the left, the next to hand out on the right (LIFO,
                  so a small working set stays warm and the rest ages out)
-    checking  -- handed to an acquirer that has not resumed or is validating it
-    in_use    -- held by user code: its entry's ``held`` flag is set
+    checking  -- granted to an acquirer that is validating it
+    in_use    -- held by user code (or granted to a waiter about to resume):
+                 its entry's ``held`` flag is set
     returning -- released, its ``reset`` hook running
     pending   -- a count of creations in progress (slots reserved for the factory)
 
 ``entries`` registers every object that exists, keyed by ``id(obj)`` (objects
-may be unhashable), from its creation until it is destroyed. Lending and
-taking back flip ``held`` and a counter instead of inserting into and deleting
-from a table: that is the whole uncontended cycle, and the dict churn was most
-of its cost. Registered objects are alive, so an id found there identifies
-the object; a live foreign object cannot share it.
+may be unhashable), from its creation until it is destroyed. Registered
+objects are alive, so an id found there identifies the object once its
+identity is checked.
 
 ``idle + checking + in_use + returning + pending <= max_size`` always holds.
 Waiters are served strictly FIFO and are handed what frees up directly, so a
-newcomer never overtakes a parked task (no barging).
+newcomer never overtakes a parked task (no barging). Objects being closed in
+the background (``closing``) no longer count against ``max_size``.
 """
 
 from __future__ import annotations
@@ -41,18 +42,20 @@ from .errors import PoolClosedError, PoolError
 __all__: list[str] = []
 
 T = TypeVar("T")
-W = TypeVar("W", bound="WaiterLike[Any]")
-
-MISSING: Any = object()
-"""Returned by the fast path when it cannot serve (objects themselves may be None)."""
 
 # Shared "nothing expired" answer: without max_lifetime nothing is ever appended to it.
 _NONE_EXPIRED: list[Any] = []
 
-# Kinds of decision returned by PoolCore.acquire / after_discard.
-GRANT_OBJECT = 0
-GRANT_CREATE = 1
-PARK = 2
+# What an acquire gets (PoolCore.acquire_nowait, retry, and a woken waiter's ``kind``).
+LENT = 0  # the object is the caller's: it is in use
+CHECK = 1  # the object is in ``checking``: validate it, then claim() or reject()
+CREATE = 2  # a slot is reserved: create an object, then add_created()
+PARK = 3  # nothing to give: park a waiter
+
+# What a release must still do (PoolCore.release_nowait).
+RETURNED = 0  # nothing: the object is idle again or handed to a waiter
+RESET = 1  # run the reset hook, then finish_return() or discard()
+CLOSE = 2  # the object left the pool (closed pool, lifetime over): close it
 
 
 class _Wakeable(Protocol):
@@ -86,42 +89,31 @@ class Entry(Generic[T]):
         self.leak_reported = False
 
 
-_NO_ENTRY: Entry[Any] = Entry(MISSING, 0.0, None)
-"""``PoolCore.last`` when no object was lent since the last one was destroyed."""
-
-
-class WaiterLike(Protocol[T]):
-    """A parked acquire: the core fills in exactly one grant, then calls ``wake()``.
+class Waiter(Generic[T]):
+    """A parked acquire: the core fills in one grant (``kind`` and ``entry``, or
+    ``error``), then calls ``wake()``.
 
     ``wake()`` may be called on a waiter whose wait was already cancelled; it
-    must then do nothing (the cancelled task hands the grant on itself).
+    must then do nothing (the cancelled task gives the grant back through
+    :meth:`PoolCore.cancel_waiter`).
     """
 
-    entry: Entry[T] | None
-    create: bool
-    error: BaseException | None
+    __slots__ = ("entry", "error", "kind", "wake")
 
-    def wake(self) -> None: ...
-
-
-class Waiter(Generic[T]):
-    """The portable waiter: wakes an event (``anyio.Event`` or any object with ``set``)."""
-
-    __slots__ = ("create", "entry", "error", "event", "queued_at")
-
-    def __init__(self, event: _Wakeable, queued_at: float) -> None:
-        self.event = event
-        self.queued_at = queued_at
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self.wake = wake
+        self.kind = PARK
         self.entry: Entry[T] | None = None
-        self.create = False
         self.error: BaseException | None = None
-
-    def wake(self) -> None:
-        self.event.set()
 
 
 class PoolCore(Generic[T]):
-    """The pool's state and every decision about it; not thread-safe (one event loop)."""
+    """The pool's state and every decision about it; not thread-safe (one event loop).
+
+    ``validates``: granted objects go to ``checking`` for the validate hook
+    before they are lent. ``resets``: released objects go to ``returning`` for
+    the reset hook before they are reused.
+    """
 
     def __init__(
         self,
@@ -133,7 +125,8 @@ class PoolCore(Generic[T]):
         lifetime_jitter: float = 0.0,
         leak_threshold: float | None = None,
         rng: random.Random | None = None,
-        claim_needed: bool = True,
+        validates: bool = False,
+        resets: bool = False,
     ) -> None:
         self.max_size = max_size
         self.min_size = min_size
@@ -141,23 +134,20 @@ class PoolCore(Generic[T]):
         self.max_lifetime = max_lifetime
         self.lifetime_jitter = lifetime_jitter
         self.leak_threshold = leak_threshold
+        self.validates = validates
+        self.resets = resets
         self._rng = rng or random.Random()
-        self.claim_needed = claim_needed
         self.idle: deque[Entry[T]] = deque()
         self.entries: dict[int, Entry[T]] = {}
-        # The entry the fast path lent last. Releasing that object, the usual
-        # case, is recognised by identity without the id() lookup in entries;
-        # it never refers to a destroyed entry, so it keeps nothing alive.
-        self.last: Entry[T] = _NO_ENTRY
         self.checking: dict[int, Entry[T]] = {}
         self.in_use = 0
         self.returning: dict[int, Entry[T]] = {}
         self.pending = 0
+        self.closing = 0
         # A deque, as asyncio's own queues and locks use: appending and popping
-        # from the front are what every contended acquire does, and an
-        # OrderedDict churned by new keys costs several times more per park.
-        # Only a cancelled wait pays a linear removal.
-        self.waiters: deque[WaiterLike[T]] = deque()
+        # from the front are what every contended acquire does. Only a
+        # cancelled wait pays a linear removal.
+        self.waiters: deque[Waiter[T]] = deque()
         self.closed = False
         self.force_closed: dict[int, object] = {}
         self.drained: _Wakeable | None = None
@@ -175,6 +165,7 @@ class PoolCore(Generic[T]):
         self.in_use_peak = 0
         self.waiters_peak = 0
         self.size_peak = 0
+        self.closing_peak = 0
 
     # -- sizes ---------------------------------------------------------------
 
@@ -190,8 +181,8 @@ class PoolCore(Generic[T]):
 
     @property
     def outstanding(self) -> int:
-        """Objects and creations not yet back in the idle set."""
-        return len(self.checking) + self.in_use + len(self.returning) + self.pending
+        """Objects, creations and background closes not yet finished with."""
+        return len(self.checking) + self.in_use + len(self.returning) + self.pending + self.closing
 
     def owns(self, obj: object) -> bool:
         """Whether ``obj`` (by identity) is anywhere in this pool."""
@@ -202,8 +193,10 @@ class PoolCore(Generic[T]):
         """The entries of the objects user code holds (in use)."""
         return [e for e in self.entries.values() if e.held]
 
-    def _hold(self, entry: Entry[T]) -> None:
+    def _hold(self, entry: Entry[T], now: float) -> None:
         entry.held = True
+        entry.acquired_at = now
+        entry.leak_reported = False
         in_use = self.in_use = self.in_use + 1
         if in_use > self.in_use_peak:
             self.in_use_peak = in_use
@@ -215,81 +208,36 @@ class PoolCore(Generic[T]):
     def _forget(self, entry: Entry[T]) -> None:
         del self.entries[entry.key]
         self.destroyed += 1
-        if self.last is entry:
-            self.last = _NO_ENTRY
+
+    def _lend(self, entry: Entry[T], now: float) -> int:
+        """Give ``entry`` to an acquirer: into ``checking`` (CHECK) or in use (LENT)."""
+        if self.validates:
+            self.checking[entry.key] = entry
+            return CHECK
+        self._hold(entry, now)
+        return LENT
 
     # -- acquire ---------------------------------------------------------------
 
-    def take_idle_nowait(self) -> T | Any:
-        """Fast path: the newest idle object straight into ``in_use``, else ``MISSING``.
+    def acquire_nowait(self, now: float) -> tuple[int, Entry[T] | None, list[Entry[T]]]:
+        """Decide an acquire: ``(kind, entry, expired)``.
 
-        Only valid when the pool needs no per-object checks (no validate, no
-        lifetime, no leak tracking); the caller guarantees that.
-        ``PoolLease.__await__`` inlines this (the whole uncontended acquire).
-        """
-        # No waiter check: objects are only idle while nobody waits (what frees
-        # up goes to the longest waiter first), so a non-empty idle set implies
-        # an empty queue and taking from it never overtakes a parked task.
-        idle = self.idle
-        if idle:
-            entry = self.last = idle.pop()
-            entry.held = True
-            in_use = self.in_use = self.in_use + 1
-            if in_use > self.in_use_peak:
-                self.in_use_peak = in_use
-            return entry.obj
-        return MISSING
-
-    def acquire(self, now: float) -> tuple[int, Entry[T] | None, list[Entry[T]]]:
-        """Decide an acquire: ``(GRANT_OBJECT, entry, expired)``, ``(GRANT_CREATE, None,
-        expired)`` or ``(PARK, None, expired)``.
-
-        A granted object is placed in ``checking``; the caller must ``claim`` it
-        (or ``reject``/``unclaim`` it). A granted creation holds a reserved slot
-        until ``created``/``creation_failed``/``creation_aborted``. On PARK the
-        caller queues a waiter with ``park`` before anything else runs.
-        ``expired`` lists idle objects found past their lifetime, already
-        removed: the caller closes them. Raises ``PoolClosedError`` when closed.
+        ``kind`` is LENT (``entry`` is in use, the caller's), CHECK (``entry``
+        is in ``checking``: validate it, then :meth:`claim` or :meth:`reject`
+        it), CREATE (a slot is reserved until :meth:`add_created`,
+        :meth:`creation_failed` or :meth:`creation_aborted`) or PARK (queue a
+        waiter with :meth:`park` before anything else runs). ``expired`` lists
+        idle objects found past their lifetime, already removed: the caller
+        closes them. Raises ``PoolClosedError`` when closed.
         """
         if self.closed:
             raise PoolClosedError("the pool is closed")
-        expired: list[Entry[T]] = _NONE_EXPIRED
-        if not self.waiters:
-            if self.max_lifetime is not None:
-                expired = []
-            entry = self._pop_live_idle(now, expired)
-            if entry is not None:
-                self.checking[entry.key] = entry
-                return GRANT_OBJECT, entry, expired
-            if self.size + self.pending < self.max_size:
-                self.pending += 1
-                return GRANT_CREATE, None, expired
-        return PARK, None, expired
+        if self.waiters:  # FIFO: a newcomer never overtakes a parked task
+            return PARK, None, _NONE_EXPIRED
+        return self._serve(now)
 
-    def park_if_busy(self, make_waiter: Callable[[], W]) -> W | None:
-        """Contended fast path: park a new waiter if this acquire must wait, else None.
-
-        Waits when others already wait (FIFO, no barging) or when nothing is idle
-        and no slot is free. None means the caller takes the general path (an
-        idle object, a free slot, or a closed pool). Only valid when the pool
-        needs no per-object checks, like :meth:`take_idle_nowait`.
-        """
-        waiters = self.waiters
-        if self.closed or (not waiters and (self.idle or self.size + self.pending < self.max_size)):
-            return None
-        waiter = make_waiter()
-        waiters.append(waiter)
-        if len(waiters) > self.waiters_peak:
-            self.waiters_peak = len(waiters)
-        return waiter
-
-    def park(self, waiter: WaiterLike[T]) -> None:
-        """Queue ``waiter`` (FIFO) until something is handed to it."""
-        self.waiters.append(waiter)
-        if len(self.waiters) > self.waiters_peak:
-            self.waiters_peak = len(self.waiters)
-
-    def _pop_live_idle(self, now: float, expired: list[Entry[T]]) -> Entry[T] | None:
+    def _serve(self, now: float) -> tuple[int, Entry[T] | None, list[Entry[T]]]:
+        expired: list[Entry[T]] = [] if self.max_lifetime is not None else _NONE_EXPIRED
         idle = self.idle
         while idle:
             entry = idle.pop()
@@ -297,70 +245,83 @@ class PoolCore(Generic[T]):
                 self._forget(entry)
                 expired.append(entry)
                 continue
-            return entry
-        return None
+            return self._lend(entry, now), entry, expired
+        if self.size + self.pending < self.max_size:
+            self.pending += 1
+            return CREATE, None, expired
+        return PARK, None, expired
+
+    def park(self, waiter: Waiter[T]) -> None:
+        """Queue ``waiter`` (FIFO) until something is handed to it."""
+        waiters = self.waiters
+        waiters.append(waiter)
+        if len(waiters) > self.waiters_peak:
+            self.waiters_peak = len(waiters)
 
     def claim(self, entry: Entry[T], now: float) -> None:
-        """Move a granted (and validated) object from ``checking`` to ``in_use``.
+        """Lend a validated object: from ``checking`` to in use.
 
         Raises ``PoolClosedError`` if the pool was force-closed meanwhile.
         """
         if self.checking.pop(entry.key, None) is None:
             raise PoolClosedError("the pool was closed")
-        self._hold(entry)
-        entry.acquired_at = now
-        entry.leak_reported = False
+        self._hold(entry, now)
+
+    def reject(self, entry: Entry[T]) -> bool:
+        """Validation failed: drop ``entry``. True if the caller must close it.
+
+        The acquirer keeps the capacity it held: it calls :meth:`retry` next,
+        without queueing behind waiters.
+        """
+        self.validation_failures += 1
+        if self.checking.pop(entry.key, None) is None:
+            return False  # force-closed by aclose(): already handled
+        self._forget(entry)
+        return True
+
+    def retry(self, now: float) -> tuple[int, Entry[T] | None, list[Entry[T]]]:
+        """After :meth:`reject`: serve the same acquirer again; never PARK.
+
+        Raises ``PoolClosedError`` when the pool is closed.
+        """
+        if self.closed:
+            self._maybe_drained()
+            raise PoolClosedError("the pool is closed")
+        kind, entry, expired = self._serve(now)
+        if kind == PARK:  # only when force_close took everything: nothing to give back
+            raise PoolClosedError("the pool was closed")
+        return kind, entry, expired
 
     def unclaim(self, entry: Entry[T], now: float) -> Entry[T] | None:
         """Give back a granted object its acquirer no longer wants (it was cancelled).
 
         Returns the entry if the caller must close it (expired, or the pool closed).
         """
-        if self.claim_needed:
-            if self.checking.pop(entry.key, None) is None:
-                return None  # force-closed by aclose(): already handled
-        elif entry.held:
+        if self.checking.pop(entry.key, None) is None:
+            if not entry.held or self.entries.get(entry.key) is not entry:
+                # force-closed by aclose(): already handled
+                self._forget_force_closed(entry.obj)
+                return None
             self._unhold(entry)
-        else:
-            return None  # force-closed by aclose(): already handled
         return self._put_back(entry, now)
 
-    def reject(self, entry: Entry[T], now: float) -> tuple[int, Entry[T] | None, list[Entry[T]]]:
-        """Validation failed: drop ``entry`` and serve the same acquirer again.
-
-        The acquirer keeps the capacity it held, so it takes the next idle object
-        or a creation slot without queueing behind waiters. Never returns PARK.
-        Raises ``PoolClosedError`` when the pool is closed.
-        """
-        self.validation_failures += 1
-        if self.checking.pop(entry.key, None) is not None:
-            self._forget(entry)
-        if self.closed:
-            self._maybe_drained()
-            raise PoolClosedError("the pool is closed")
-        expired: list[Entry[T]] = [] if self.max_lifetime is not None else _NONE_EXPIRED
-        nxt = self._pop_live_idle(now, expired)
-        if nxt is not None:
-            self.checking[nxt.key] = nxt
-            return GRANT_OBJECT, nxt, expired
-        self.pending += 1
-        return GRANT_CREATE, None, expired
-
-    def cancel_waiter(self, waiter: WaiterLike[T], now: float) -> Entry[T] | None:
+    def cancel_waiter(self, waiter: Waiter[T], now: float) -> Entry[T] | None:
         """Withdraw a parked acquire; whatever it was granted passes to the next one.
 
-        Returns an entry the caller must close (the grant expired or the pool closed).
+        Returns an entry the caller must close (the grant expired or the pool
+        closed). Calling it again for the same waiter does nothing.
         """
-        if waiter in self.waiters:
-            self.waiters.remove(waiter)
+        kind, entry = waiter.kind, waiter.entry
+        waiter.kind, waiter.entry = PARK, None
+        if kind == PARK:
+            if waiter in self.waiters:
+                self.waiters.remove(waiter)
             return None
-        if waiter.entry is not None:
-            entry, waiter.entry = waiter.entry, None
-            return self.unclaim(entry, now)
-        if waiter.create:
-            waiter.create = False
+        if kind == CREATE:
             self.creation_aborted()
-        return None
+            return None
+        assert entry is not None
+        return self.unclaim(entry, now)
 
     def late_leak(self, obj: object, now: float) -> Entry[T] | None:
         """On release: the entry if it was held past ``leak_threshold`` and not yet reported."""
@@ -382,6 +343,10 @@ class PoolCore(Generic[T]):
         if seconds > self.wait_time_max:
             self.wait_time_max = seconds
 
+    def record_timeout(self) -> None:
+        """Account one acquire that gave up at its timeout."""
+        self.timeouts += 1
+
     # -- creation ----------------------------------------------------------------
 
     def reserve_fill(self) -> bool:
@@ -400,33 +365,13 @@ class PoolCore(Generic[T]):
             expires_at = now + lifetime
         entry = Entry(obj, now, expires_at)
         self.entries[entry.key] = entry
+        size = len(self.entries)
+        if size > self.size_peak:
+            self.size_peak = size
         return entry
 
-    def add_created(self, obj: T, now: float) -> Entry[T] | None:
-        """The factory returned ``obj`` for an acquirer: register it in ``checking``.
-
-        Returns None when the pool closed meanwhile (the caller closes ``obj``).
-        Raises ``PoolError`` if the factory returned an object the pool already holds.
-        """
-        self.pending -= 1
-        if self.owns(obj):
-            self._hand_capacity()
-            raise PoolError(f"factory returned an object already in the pool: {obj!r}")
-        self.created += 1
-        if self.closed:
-            self.destroyed += 1
-            self._maybe_drained()
-            return None
-        entry = self._new_entry(obj, now)
-        self.checking[entry.key] = entry
-        self._note_size()
-        return entry
-
-    def add_created_idle(self, obj: T, now: float) -> bool:
-        """A background creation (fill) finished: hand ``obj`` to a waiter or the idle set.
-
-        Returns False when the pool closed meanwhile (the caller closes ``obj``).
-        """
+    def _created(self, obj: T) -> bool:
+        """Account a finished creation; False when the pool closed meanwhile."""
         self.pending -= 1
         if self.owns(obj):
             self._hand_capacity()
@@ -436,8 +381,28 @@ class PoolCore(Generic[T]):
             self.destroyed += 1
             self._maybe_drained()
             return False
+        return True
+
+    def add_created(self, obj: T, now: float) -> Entry[T] | None:
+        """The factory returned ``obj`` for an acquirer: it is in use, the acquirer's.
+
+        Returns None when the pool closed meanwhile (the caller closes ``obj``).
+        Raises ``PoolError`` if the factory returned an object the pool already holds.
+        """
+        if not self._created(obj):
+            return None
+        entry = self._new_entry(obj, now)
+        self._hold(entry, now)
+        return entry
+
+    def add_created_idle(self, obj: T, now: float) -> bool:
+        """A background creation (fill) finished: hand ``obj`` to a waiter or the idle set.
+
+        Returns False when the pool closed meanwhile (the caller closes ``obj``).
+        """
+        if not self._created(obj):
+            return False
         self._hand_entry(self._new_entry(obj, now), now)
-        self._note_size()
         return True
 
     def creation_failed(self) -> None:
@@ -455,65 +420,31 @@ class PoolCore(Generic[T]):
 
     # -- release -------------------------------------------------------------------
 
-    def _lookup_in_use(self, obj: object) -> Entry[T]:
+    def release_nowait(self, obj: object, now: float) -> tuple[int, Entry[T] | None]:
+        """Take back ``obj``: ``(RETURNED, None)``, ``(RESET, entry)`` or ``(CLOSE, entry)``.
+
+        RESET: the object is in ``returning``; run the reset hook, then
+        :meth:`finish_return` or :meth:`discard`. CLOSE: the object left the
+        pool (it is closing, or the object outlived ``max_lifetime``) and its
+        slot is free; the caller closes it. Releasing an object that
+        :meth:`force_close` took is a quiet ``RETURNED``. Raises ``PoolError``
+        for an object that is not in use from this pool.
+        """
+        if self.force_closed and self._forget_force_closed(obj):
+            return RETURNED, None
         entry = self.entries.get(id(obj))
         if entry is None or entry.obj is not obj:
             raise PoolError(f"object {obj!r} was not acquired from this pool")
         if not entry.held:
             raise PoolError(f"object {obj!r} is not in use: it was already released")
-        return entry
-
-    def release(self, obj: object, now: float) -> Entry[T] | None:
-        """Take back ``obj`` (no reset step). Returns the entry if the caller must close it.
-
-        Raises ``PoolError`` for an object not in use from this pool.
-        """
-        if self._forget_force_closed(obj):
-            return None
-        entry = self._lookup_in_use(obj)
         self._unhold(entry)
         self.released += 1
-        return self._put_back(entry, now)
-
-    def hand_back(self, entry: Entry[T]) -> None:
-        """Fast path: a held ``entry`` goes to the longest waiter, else to the idle set.
-
-        Only valid when no per-object step applies (no reset, lifetime, idle-time
-        or leak tracking) and the pool is open; the caller looked the entry up
-        in ``entries`` (or found it as ``last``) and checked ``held``.
-        ``ObjectPool.release`` inlines the idle branch (the whole uncontended
-        release).
-        """
-        self.released += 1
-        waiters = self.waiters
-        if not waiters:
-            entry.held = False
-            self.in_use -= 1
-            self.idle.append(entry)
-            return
-        # _grant, inlined: this is the hand-off of every contended release.
-        waiter = waiters.popleft()
-        waiter.entry = entry
-        if self.claim_needed:
-            entry.held = False
-            self.in_use -= 1
-            self.checking[entry.key] = entry
-        # Otherwise the entry stays held, now by the waiter: the count, and so
-        # the peak, do not change.
-        waiter.wake()
-
-    def begin_return(self, obj: object) -> Entry[T] | None:
-        """Move ``obj`` from ``in_use`` to ``returning`` while its reset hook runs.
-
-        Returns None for an object aclose() already closed (nothing left to do).
-        """
-        if self._forget_force_closed(obj):
-            return None
-        entry = self._lookup_in_use(obj)
-        self._unhold(entry)
-        self.returning[entry.key] = entry
-        self.released += 1
-        return entry
+        if self.resets and not self._leaving(entry, now):
+            self.returning[entry.key] = entry
+            return RESET, entry
+        if self._put_back(entry, now) is not None:
+            return CLOSE, entry
+        return RETURNED, None
 
     def finish_return(self, entry: Entry[T], now: float) -> Entry[T] | None:
         """Reset succeeded: hand the object on. Returns the entry if it must be closed."""
@@ -522,16 +453,17 @@ class PoolCore(Generic[T]):
         return self._put_back(entry, now)
 
     def _forget_force_closed(self, obj: object) -> bool:
-        if not self.force_closed:
-            return False
         held = self.force_closed.get(id(obj))
         if held is obj:
             del self.force_closed[id(obj)]
             return True
         return False
 
+    def _leaving(self, entry: Entry[T], now: float) -> bool:
+        return self.closed or (entry.expires_at is not None and now >= entry.expires_at)
+
     def _put_back(self, entry: Entry[T], now: float) -> Entry[T] | None:
-        if self.closed or (entry.expires_at is not None and now >= entry.expires_at):
+        if self._leaving(entry, now):
             self._forget(entry)
             if self.closed:
                 self._maybe_drained()
@@ -556,36 +488,44 @@ class PoolCore(Generic[T]):
             self._hand_capacity()
         return True
 
+    # -- background closes --------------------------------------------------------------
+
+    def closing_started(self, count: int = 1) -> None:
+        """``count`` objects that left the pool are being closed in the background."""
+        self.closing += count
+        if self.closing > self.closing_peak:
+            self.closing_peak = self.closing
+
+    def closing_finished(self) -> None:
+        """One background close finished (or gave up)."""
+        self.closing -= 1
+        self._maybe_drained()
+
     # -- hand-off ----------------------------------------------------------------------
 
     def _hand_entry(self, entry: Entry[T], now: float) -> None:
         if self.waiters:
-            self._grant(entry)
+            waiter = self.waiters.popleft()
+            waiter.entry = entry
+            waiter.kind = self._lend(entry, now)
+            waiter.wake()
         else:
             entry.idle_since = now
             self.idle.append(entry)
 
-    def _grant(self, entry: Entry[T]) -> None:
-        waiter = self.waiters.popleft()
-        waiter.entry = entry
-        if self.claim_needed:
-            self.checking[entry.key] = entry
-        else:
-            # Nothing to check before use: the object is the waiter's from now on.
-            self._hold(entry)
-        waiter.wake()
-
     def _hand_capacity(self) -> None:
         if self.waiters and self.size + self.pending < self.max_size:
             waiter = self.waiters.popleft()
-            waiter.create = True
+            waiter.kind = CREATE
             self.pending += 1
             waiter.wake()
 
-    def _note_size(self) -> None:
-        size = self.size
-        if size > self.size_peak:
-            self.size_peak = size
+    def notify_when_drained(self, event: _Wakeable) -> bool:
+        """Set ``event`` once nothing is outstanding; True if that is already so."""
+        if self.outstanding == 0:
+            return True
+        self.drained = event
+        return False
 
     def _maybe_drained(self) -> None:
         if self.closed and self.drained is not None and self.outstanding == 0:
@@ -621,9 +561,7 @@ class PoolCore(Generic[T]):
                 size -= 1
             else:
                 kept.append(entry)
-        # In place: the pool's fast path keeps a reference to this deque.
-        self.idle.clear()
-        self.idle.extend(kept)
+        self.idle = kept
         return removed
 
     def find_leaks(self, now: float) -> list[Entry[T]]:

@@ -11,7 +11,12 @@ buffers, parsers) and lends them out::
 
 Every bookkeeping decision lives in the synchronous core
 (:mod:`memwarden._pool_core`); this module only waits, runs the user's hooks
-outside the core, and feeds the results back. anyio runs it on asyncio and trio.
+outside the core, and feeds the results back. It has the shape of anyio's
+``CapacityLimiter`` and trio's ``_sync.py``: an acquire checkpoints, asks the
+core (``acquire_nowait``), and either takes what it was given or parks on
+:mod:`memwarden._backend` until a release hands it something; a cancelled
+waiter gives back what it was handed through the core. anyio runs it on
+asyncio and trio.
 
 Written here rather than taken from a library: asyncpg's pool is tied to its
 driver, and anyio and trio offer capacity limiters, not pools of objects with
@@ -20,35 +25,33 @@ hooks, lifetimes and leak reports.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import math
 import random
 import sys
-import sysconfig
 import threading
 import time
 import traceback
-from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Hashable
+import warnings
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Hashable
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import anyio
-import sniffio
+import anyio.lowlevel
 
+from . import _backend
 from ._pool_core import (
-    _NO_ENTRY,
-    GRANT_CREATE,
-    GRANT_OBJECT,
-    MISSING,
+    CHECK,
+    CLOSE,
+    CREATE,
     PARK,
+    RETURNED,
     Entry,
     PoolCore,
     Waiter,
-    WaiterLike,
 )
 from ._validate import check_float, check_fraction, check_int, check_timeout
 from .errors import PoolClosedError, PoolError, PoolExhaustedError
@@ -56,30 +59,8 @@ from .errors import PoolClosedError, PoolError, PoolExhaustedError
 __all__ = ["MemoryPool", "ObjectPool", "PoolLease", "PoolStats"]
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 _log = logging.getLogger("memwarden.pool")
-
-_NOTHING: Any = object()
-
-
-def _no_count(obj: object) -> int:
-    return 0
-
-
-# ObjectPool.acquire() hands out its previous lease again once nothing else
-# refers to it, which spares the allocation, and the instruction-cache misses
-# of allocating and freeing, on every cycle. Whether anything else refers to it
-# is read from the reference count, exact on CPython 3.11-3.13 with the GIL.
-# Elsewhere (3.14 may borrow references from the stack; free-threaded builds
-# defer counts) every acquire makes a new lease.
-_RECYCLE_LEASES = (
-    sys.implementation.name == "cpython"
-    and sys.version_info < (3, 14)
-    and not sysconfig.get_config_var("Py_GIL_DISABLED")
-)
-_getrefcount: Callable[[object], int] = sys.getrefcount if _RECYCLE_LEASES else _no_count
-
 
 # Frames of this file are dropped from leak stacks: users want their own code.
 _THIS_FILE = __file__
@@ -119,66 +100,15 @@ def _capture_stack() -> traceback.StackSummary:
     return summary
 
 
-class _Parked(WaiterLike[T], Protocol):
-    def wait(self) -> Awaitable[Any]: ...
-
-
-# The C future type itself: asyncio.Task resumes on it without the generic
-# attribute lookups and method calls it needs for a Future subclass.
-_Future = asyncio.Future
-
-
-class _FutureWaiter(Generic[T]):
-    """A parked acquire on asyncio: the grant fields and a plain ``asyncio.Future``.
-
-    ``anyio.Event`` on asyncio wraps an ``asyncio.Event`` that wraps futures;
-    a contended pool parks once per acquire, and profiles showed those layers.
-    The waiter holds the future rather than subclassing it: for a subclass,
-    ``asyncio.Task`` falls back to generic attribute lookups and method calls
-    on every park, which cost more than this small holder. Cancellation (anyio
-    cancel scopes included) cancels the awaited future just as it would inside
-    ``asyncio.Event.wait``.
-    """
-
-    __slots__ = ("create", "entry", "error", "fut")
-
-    def __init__(self) -> None:
-        self.fut: asyncio.Future[None] = _Future()
-        self.entry: Entry[T] | None = None
-        self.create = False
-        self.error: BaseException | None = None
-
-    def wait(self) -> Awaitable[Any]:
-        return self.fut
-
-    def wake(self) -> None:
-        # try is free when nothing is raised; contextlib.suppress is a call.
-        try:  # noqa: SIM105
-            self.fut.set_result(None)
-        except asyncio.InvalidStateError:
-            pass  # the wait was cancelled: the waiter hands its grant on itself
-
-
-class _EventWaiter(Waiter[T]):
-    """A parked acquire on any other backend (trio): waits on an ``anyio.Event``."""
-
-    __slots__ = ()
-
-    def __init__(self) -> None:
-        super().__init__(anyio.Event(), 0.0)
-
-    def wait(self) -> Awaitable[Any]:
-        return cast(anyio.Event, self.event).wait()
-
-
 @dataclass(frozen=True, slots=True)
 class PoolStats:
     """A snapshot of an :class:`ObjectPool`'s state and counters.
 
     ``size`` counts objects that exist (idle, in use, being validated or
-    reset); ``pending`` counts creations in progress. ``*_peak`` fields are
-    high-water marks since the pool was made; use them to size ``max_size``.
-    Times are seconds.
+    reset); ``pending`` counts creations in progress; ``closing`` counts
+    objects that left the pool and whose ``close`` hook still runs in the
+    background. ``*_peak`` fields are high-water marks since the pool was
+    made; use them to size ``max_size``. Times are seconds.
     """
 
     size: int
@@ -203,27 +133,12 @@ class PoolStats:
     min_size: int = 0
     closed: bool = False
     name: str | None = None
+    closing: int = 0
+    closing_peak: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict."""
         return asdict(self)
-
-
-class _Spent:
-    """Stands in for the pool in a lease that was used: acquiring through it raises."""
-
-    _fast_idle: ClassVar[deque[Any]] = deque()  # always empty: no fast path
-    _take: ClassVar[None] = None
-    _acquire_timeout: ClassVar[None] = None
-
-    async def _acquire_inner(self, stack: Any) -> Any:
-        raise PoolError("this lease was already used; call pool.acquire() for each acquire")
-
-    async def _acquire_slow(self, limit: float | None, stack: Any) -> Any:
-        return await self._acquire_inner(stack)
-
-
-_SPENT: Any = _Spent()
 
 
 class PoolLease(Generic[T]):
@@ -231,71 +146,33 @@ class PoolLease(Generic[T]):
 
     ``obj = await pool.acquire()`` hands you the object (release it yourself);
     ``async with pool.acquire() as obj:`` releases it on exit, even when the
-    body raises or is cancelled. A lease is single-use: using it again raises
-    ``PoolError``. The pool may hand the same lease object out again once
-    nothing refers to it. Raises what :meth:`ObjectPool.acquire` documents.
+    body raises or is cancelled. A lease is single-use: awaiting or entering
+    it a second time raises ``PoolError``. Raises what
+    :meth:`ObjectPool.acquire` documents.
     """
 
-    # No __init__: ObjectPool.acquire() fills the slots, which keeps creation
-    # cheap. Using the lease swaps ``_pool`` for _SPENT, so a spent lease, the
-    # one the pool keeps for reuse included, holds no reference to the pool.
-    __slots__ = ("_obj", "_opts", "_pool")
+    __slots__ = ("_obj", "_pool", "_stack", "_timeout", "_used")
 
-    _pool: ObjectPool[T]
-    _opts: tuple[float | None, Any] | None
-    _obj: T
+    def __init__(self, pool: ObjectPool[T], timeout: float | None, stack: object) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._stack = stack
+        self._used = False
+        self._obj: T | None = None
 
-    def _slow(self, pool: ObjectPool[T]) -> Awaitable[T]:
-        opts = self._opts
-        if opts is None:
-            if pool._acquire_timeout is None:
-                return pool._acquire_inner(None)
-            return pool._acquire_slow(None, None)
-        return pool._acquire_slow(*opts)
+    def _start(self) -> Coroutine[Any, Any, T]:
+        if self._used:
+            raise PoolError("this lease was already used; call pool.acquire() for each acquire")
+        self._used = True
+        return self._pool._acquire(self._timeout, self._stack)
 
     def __await__(self) -> Generator[Any, None, T]:
         """Acquire the object; you must :meth:`ObjectPool.release` it."""
-        pool = self._pool
-        self._pool = _SPENT
-        idle = pool._fast_idle
-        if idle:
-            # PoolCore.take_idle_nowait, inlined (see there): this and the
-            # matching branch of ObjectPool.release are the whole uncontended
-            # cycle, and calling the core for both cost an eighth of it.
-            core = pool._core
-            entry = core.last = idle.pop()
-            entry.held = True
-            in_use = core.in_use = core.in_use + 1
-            if in_use > core.in_use_peak:
-                core.in_use_peak = in_use
-            return entry.obj
-        if pool._take is not None and self._opts is None and pool._acquire_timeout is None:
-            return (yield from pool._acquire_waiting().__await__())
-        return (yield from self._slow(pool).__await__())
+        return self._start().__await__()
 
     async def __aenter__(self) -> T:
         """Acquire the object for the ``async with`` block."""
-        if self._obj is not _NOTHING:
-            raise PoolError("this lease is already in use; call pool.acquire() again")
-        pool = self._pool
-        take = pool._take
-        if take is not None:
-            obj: T = take()
-            if obj is not MISSING:
-                self._obj = obj
-                return obj
-        try:
-            if self._opts is None and pool._acquire_timeout is None:
-                if take is not None:
-                    obj = await pool._acquire_waiting()
-                else:
-                    obj = await pool._acquire_inner(None)
-            else:
-                obj = await self._slow(pool)
-        except BaseException:
-            self._pool = _SPENT
-            raise
-        self._obj = obj
+        obj = self._obj = await self._start()
         return obj
 
     def __aexit__(
@@ -305,11 +182,9 @@ class PoolLease(Generic[T]):
         tb: TracebackType | None,
     ) -> Awaitable[None]:
         """Release the object back to the pool: returns :meth:`ObjectPool.release`'s awaitable."""
-        # A plain method handing back release()'s coroutine, which ``async with``
-        # awaits directly: one coroutine per exit rather than two.
-        obj, self._obj = self._obj, _NOTHING
-        pool, self._pool = self._pool, _SPENT
-        return pool.release(obj)
+        obj = cast(T, self._obj)
+        self._obj = None
+        return self._pool.release(obj)
 
 
 class ObjectPool(Generic[T]):
@@ -319,8 +194,8 @@ class ObjectPool(Generic[T]):
     object frees, goes straight to the longest waiter. Hooks (``factory``,
     ``validate``, ``reset``, ``close``, ``creation_gate``) may be sync or
     async; sync hooks run on the event loop thread, so wrap blocking work in
-    ``anyio.to_thread.run_sync``. Use a pool from one event loop (like
-    ``asyncio.Queue``); it is not thread-safe.
+    ``anyio.to_thread.run_sync``. Use a pool from one event loop at a time
+    (like ``asyncio.Queue``); it is not thread-safe.
 
     Failure behaviour:
 
@@ -329,12 +204,25 @@ class ObjectPool(Generic[T]):
       factory itself. Capacity is never lost and no waiter hangs.
     - ``validate`` returns false or raises (logged): the object is closed and
       the same acquire takes the next idle object or creates a new one.
-    - ``reset`` raises (logged) or is cancelled: the object is closed instead
-      of being reused and its slot is freed.
-    - ``close`` raises: logged; the object is dropped anyway.
+    - ``reset`` raises, runs past ``hook_timeout`` (logged) or is cancelled:
+      the object is closed instead of being reused and its slot is freed.
+    - ``close`` raises or runs past ``hook_timeout``: logged; the object is
+      dropped anyway. Objects discarded by an acquire or a release are closed
+      in the background (``PoolStats.closing``), so a slow ``close`` never
+      holds up the caller.
+
+    ``reset`` and ``close`` run shielded from cancellation, each bounded by
+    ``hook_timeout`` seconds (default 10), so a cancelled or timed-out caller
+    is never held more than ``hook_timeout`` past its deadline.
+
+    ``clock`` (default ``time.monotonic``) measures lifetimes, idle times,
+    wait times and leak ages; timeouts always run on the event loop's clock.
+    ``fast_acquire=True`` makes an acquire that finds an idle object complete
+    without yielding to other tasks (like anyio's ``Lock(fast_acquire=True)``);
+    by default every acquire is a checkpoint.
 
     Raises ``TypeError``/``ValueError`` for bad arguments (the message names
-    the argument).
+    the argument and its value).
     """
 
     def __init__(
@@ -353,34 +241,58 @@ class ObjectPool(Generic[T]):
         name: str | None = None,
         lifetime_jitter: float = 0.025,
         creation_gate: Callable[[], Awaitable[None]] | None = None,
-        hook_timeout: float | None = None,
+        hook_timeout: float = 10.0,
         close_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rng: random.Random | None = None,
+        fast_acquire: bool = False,
+        sleep: object = None,
     ) -> None:
         _check_callable("factory", factory, optional=False)
         max_size = check_int("max_size", max_size, minimum=1)
         min_size = check_int("min_size", min_size, minimum=0)
         if min_size > max_size:
             raise ValueError(f"min_size must be <= max_size ({max_size}), got {min_size!r}")
-        self._acquire_timeout = check_timeout("acquire_timeout", acquire_timeout)
+        acquire_timeout = check_timeout("acquire_timeout", acquire_timeout)
         max_idle_time = _optional_positive("max_idle_time", max_idle_time)
         max_lifetime = _optional_positive("max_lifetime", max_lifetime)
         leak_threshold = _optional_positive("leak_threshold", leak_threshold)
         lifetime_jitter = check_fraction("lifetime_jitter", lifetime_jitter)
-        self._hook_timeout = _optional_positive("hook_timeout", hook_timeout)
-        self._close_timeout = check_float("close_timeout", close_timeout, minimum=0.0)
-        self._validate = _check_callable("validate", validate)
-        self._reset = _check_callable("reset", reset)
-        self._close = _check_callable("close", close)
-        self._gate = _check_callable("creation_gate", creation_gate)
-        self._clock = _check_callable("clock", clock, optional=False)
-        self._sleep = _check_callable("sleep", sleep, optional=False)
+        hook_timeout = check_float("hook_timeout", hook_timeout, positive=True)
+        close_timeout = check_float("close_timeout", close_timeout, minimum=0.0)
+        validate = _check_callable("validate", validate)
+        reset = _check_callable("reset", reset)
+        close = _check_callable("close", close)
+        creation_gate = _check_callable("creation_gate", creation_gate)
+        clock = _check_callable("clock", clock, optional=False)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {type(name).__name__} {name!r}")
+        if not isinstance(fast_acquire, bool):
+            raise TypeError(
+                f"fast_acquire must be a bool, got {type(fast_acquire).__name__} {fast_acquire!r}"
+            )
+        if rng is not None and not isinstance(rng, random.Random):
+            raise TypeError(
+                f"rng must be a random.Random or None, got {type(rng).__name__} {rng!r}"
+            )
+        if sleep is not None:
+            warnings.warn(
+                "ObjectPool(sleep=...) is ignored: pool timeouts run on the event loop's "
+                "clock (use trio.testing.MockClock to control time in tests)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         self.name = name
         self._factory = factory
+        self._acquire_timeout = acquire_timeout
+        self._hook_timeout = hook_timeout
+        self._close_timeout = close_timeout
+        self._validate = validate
+        self._reset = reset
+        self._close = close
+        self._gate = creation_gate
+        self._clock = clock
+        self._fast_acquire = fast_acquire
         self._core: PoolCore[T] = PoolCore(
             max_size,
             min_size,
@@ -389,26 +301,11 @@ class ObjectPool(Generic[T]):
             lifetime_jitter=lifetime_jitter,
             leak_threshold=leak_threshold,
             rng=rng,
-            claim_needed=validate is not None or leak_threshold is not None,
+            validates=validate is not None,
+            resets=reset is not None,
         )
-        self._track_leaks = leak_threshold is not None
         self._filled = min_size == 0
         self._closing: anyio.Event | None = None
-        self._waiter_factory: Callable[[], _Parked[T]] | None = None
-        # Fast paths skip the general machinery when no per-object check applies.
-        simple_acquire = validate is None and max_lifetime is None and not self._track_leaks
-        self._simple_take = self._core.take_idle_nowait if simple_acquire else None
-        self._take = self._simple_take if self._filled else None
-        simple_release = reset is None and max_lifetime is None and max_idle_time is None
-        simple_release = simple_release and not self._track_leaks
-        # The fast acquire reads the core's own idle deque, or an empty stand-in
-        # that sends every acquire down the general path.
-        self._fast_idle: deque[Entry[T]] = self._core.idle if self._take is not None else deque()
-        # False once the pool closes, so the fast release needs no closed check.
-        self._fast_release = simple_release
-        self._spare: PoolLease[T] = PoolLease()
-        self._spare._pool = _SPENT
-        self._plain_release = reset is None and not self._track_leaks
 
     def __repr__(self) -> str:
         core = self._core
@@ -441,175 +338,90 @@ class ObjectPool(Generic[T]):
         Takes an idle object, else creates one while fewer than ``max_size``
         exist, else waits (FIFO) for one to be released. ``timeout`` (default
         the pool's ``acquire_timeout``; ``math.inf`` always waits) bounds the
-        whole acquire, creation included. When an idle object is ready and nobody
-        waits, this completes without suspending (like ``asyncio.Queue.get``).
+        whole acquire, creation and validation included; ``timeout=0`` takes
+        an idle object if there is one and fails otherwise. Acquiring is a
+        checkpoint (a cancelled scope is honoured and other tasks run first)
+        unless the pool was made with ``fast_acquire=True``.
 
         Raises ``PoolExhaustedError`` (a ``TimeoutError``) on timeout,
         ``PoolClosedError`` once the pool is closing, and whatever ``factory``
         raised for the creation it asked for. A cancelled or timed-out acquire
         holds nothing and leaves no waiter queued.
         """
-        if timeout is None and not self._track_leaks:
-            opts = None
-        else:
-            if timeout is not None:
-                timeout = check_timeout("timeout", timeout)
-            opts = (timeout, _capture_stack() if self._track_leaks else None)
-        lease = self._spare
-        # Three references: self._spare, ``lease`` and getrefcount's argument.
-        # Any more and someone still holds it (a caller, an ``async with``, a
-        # suspended await, a traceback): make a new one, without __init__, as
-        # this is on every acquire's hot path.
-        if _getrefcount(lease) != 3:
-            lease = self._spare = PoolLease()
-        lease._pool = self
-        lease._obj = _NOTHING
-        lease._opts = opts
-        return lease
+        timeout = self._acquire_timeout if timeout is None else check_timeout("timeout", timeout)
+        stack = _capture_stack() if self._core.leak_threshold is not None else None
+        return PoolLease(self, timeout, stack)
 
-    async def _acquire_slow(self, limit: float | None, stack: Any) -> T:
-        timeout = self._acquire_timeout if limit is None else limit
-        if timeout is None or math.isinf(timeout):
-            return await self._acquire_inner(stack)
-        done, value = await self._within(timeout, lambda: self._acquire_inner(stack))
-        if done:
-            return cast(T, value)
+    async def _acquire(self, limit: float | None, stack: object) -> T:
+        if not self._fast_acquire:
+            await anyio.lowlevel.checkpoint()
+        if limit is None or limit == math.inf:
+            return await self._get(stack)
+        with anyio.move_on_after(limit):
+            return await self._get(stack)
         core = self._core
-        core.timeouts += 1
+        core.record_timeout()
         label = f" {self.name!r}" if self.name else ""
         raise PoolExhaustedError(
-            f"no object available from pool{label} within {timeout:g} s "
+            f"no object available from pool{label} within {limit:g} s "
             f"(max_size={core.max_size}, in_use={core.in_use}, "
             f"waiters={len(core.waiters)})"
         )
 
-    async def _within(self, limit: float, fn: Callable[[], Awaitable[R]]) -> tuple[bool, R | None]:
-        """Run ``fn`` until ``limit`` seconds pass on this pool's clock: (finished, result)."""
-        if self._sleep is anyio.sleep:
-            with anyio.move_on_after(limit):
-                return True, await fn()
-            return False, None
-        # An injected sleep (a manual clock in tests) cannot drive move_on_after,
-        # so a timer task cancels the wait instead.
-        result: list[R] = []
-        error: list[Exception] = []
-        async with anyio.create_task_group() as tg:
-
-            async def timer() -> None:
-                await self._sleep(limit)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(timer)
-            try:
-                result.append(await fn())
-            except Exception as exc:
-                error.append(exc)
-            finally:
-                tg.cancel_scope.cancel()
-        if error:
-            raise error[0]
-        if result:
-            return True, result[0]
-        return False, None
-
-    async def _acquire_inner(self, stack: Any) -> T:
+    async def _get(self, stack: object) -> T:
+        """Ask the core; take what it gives, or park until a release hands it over."""
         core = self._core
         if not self._filled:
             await self._fill(raise_errors=False)
-        now = self._clock()
-        kind, entry, expired = core.acquire(now)
-        waiter: _Parked[T] | None = None
+        kind, entry, expired = core.acquire_nowait(self._clock())
+        if expired:
+            self._close_later(expired)
         if kind == PARK:
-            # Queue before any await, so a release meanwhile finds this waiter.
-            waiter = (self._waiter_factory or self._waiter_kind())()
-            core.park(waiter)
-        while True:
+            kind, entry = await self._park()
+        while kind == CHECK:
+            assert entry is not None
+            if await self._check(entry):
+                core.claim(entry, self._clock())
+                break
+            if core.reject(entry):
+                self._close_later([entry])
+            kind, entry, expired = core.retry(self._clock())
             if expired:
-                # Shielded, so no cancellation lands while a grant is held unrecorded.
-                await self._close_objects([e.obj for e in expired])
-                expired = []
-            if waiter is not None:
-                try:
-                    await waiter.wait()
-                except BaseException:
-                    leftover = core.cancel_waiter(waiter, self._clock())
-                    if leftover is not None:
-                        await self._close_objects([leftover.obj])
-                    raise
-                queued_at, now = now, self._clock()
-                core.record_wait(now - queued_at)
-                if waiter.error is not None:
-                    raise waiter.error
-                entry = waiter.entry
-                if entry is not None and not core.claim_needed:
-                    return entry.obj  # the core already moved it to in_use
-                kind = GRANT_CREATE if entry is None else GRANT_OBJECT
-                waiter = None
-            if kind == GRANT_OBJECT:
-                assert entry is not None
-                if self._validate is not None and not await self._check(entry):
-                    bad = entry
-                    owned = core.checking.get(bad.key) is bad
-                    try:
-                        kind, entry, expired = core.reject(bad, self._clock())
-                    finally:
-                        if owned:
-                            await self._close_objects([bad.obj])
-                    continue
-                core.claim(entry, self._clock() if self._track_leaks else 0.0)
-                entry.stack = stack
-                return entry.obj
-            # GRANT_CREATE: this task holds a reserved slot until it reports back.
+                self._close_later(expired)
+        if kind == CREATE:
             return await self._create_granted(stack)
-
-    async def _create_granted(self, stack: Any) -> T:
-        """Create an object in the slot the core reserved for this acquire, and claim it."""
-        core = self._core
-        obj = await self._create()
-        now = self._clock()
-        entry = core.add_created(obj, now)
-        if entry is None:
-            await self._close_objects([obj])
-            raise PoolClosedError("the pool was closed while an object was being created")
-        core.claim(entry, now)
+        assert entry is not None  # LENT, or CHECK claimed
         entry.stack = stack
-        return obj
+        return entry.obj
 
-    async def _acquire_waiting(self) -> T:
-        """The contended acquire of a pool with no per-object checks (``_take`` is set).
-
-        The core parks the waiter in the same call that decides it must wait;
-        the release that frees an object hands it over already in ``in_use``,
-        so waking is the whole acquire. Anything else takes the general path.
-        """
+    async def _park(self) -> tuple[int, Entry[T] | None]:
+        """Wait until the core hands this acquire an object or a creation slot."""
         core = self._core
+        parking = _backend.current().park()
+        waiter: Waiter[T] = Waiter(parking.wake)
         queued_at = self._clock()  # read first: once parked, nothing may raise before the wait
-        waiter = core.park_if_busy(self._waiter_factory or self._waiter_kind())
-        if waiter is None:
-            return await self._acquire_inner(None)
+        core.park(waiter)
         try:
-            await waiter.wait()
+            await parking.wait()
         except BaseException:
             leftover = core.cancel_waiter(waiter, self._clock())
             if leftover is not None:
-                await self._close_objects([leftover.obj])
+                self._close_later([leftover])
             raise
         core.record_wait(self._clock() - queued_at)
         if waiter.error is not None:
             raise waiter.error
-        entry = waiter.entry
-        if entry is not None:
-            return entry.obj
-        return await self._create_granted(None)
+        return waiter.kind, waiter.entry
 
-    def _waiter_kind(self) -> Callable[[], _Parked[T]]:
-        # Decided once: a pool lives on one event loop.
-        if sniffio.current_async_library() == "asyncio":
-            factory: Callable[[], _Parked[T]] = _FutureWaiter
-        else:
-            factory = _EventWaiter
-        self._waiter_factory = factory
-        return factory
+    async def _create_granted(self, stack: object) -> T:
+        """Create an object in the slot the core reserved for this acquire; it is lent."""
+        obj = await self._create()
+        entry = self._core.add_created(obj, self._clock())
+        if entry is None:
+            self._close_objects_later([obj])
+            raise PoolClosedError("the pool was closed while an object was being created")
+        entry.stack = stack
+        return obj
 
     async def _create(self) -> T:
         """Run the gate and the factory for a reserved slot; frees the slot on failure."""
@@ -635,7 +447,7 @@ class ObjectPool(Generic[T]):
         return obj
 
     async def _check(self, entry: Entry[T]) -> bool:
-        """Validate a granted object; False (object discarded by the caller) when it fails."""
+        """Validate a granted object; False (the caller rejects it) when it fails."""
         assert self._validate is not None
         try:
             ok = bool(await _call(self._validate, entry.obj))
@@ -650,7 +462,7 @@ class ObjectPool(Generic[T]):
         except BaseException:
             # Interrupted mid-validation: the object's state is unknown, so drop it.
             if self._core.discard(entry):
-                await self._close_objects([entry.obj])
+                self._close_later([entry])
             raise
         return ok
 
@@ -661,94 +473,114 @@ class ObjectPool(Generic[T]):
 
         Raises ``PoolError`` if ``obj`` did not come from this pool or was
         already released. The return completes even if the caller is cancelled
-        meanwhile (the reset runs shielded). An object whose ``reset`` fails,
-        whose lifetime has passed, or that comes back to a closing pool is
-        closed instead. Releasing an object that :meth:`aclose` force-closed is
-        a no-op.
+        meanwhile: ``reset`` runs shielded, bounded by ``hook_timeout``; a
+        cancellation that still reaches it (``task.cancel()`` on asyncio)
+        discards the object and frees its slot. An object whose ``reset``
+        fails, whose lifetime has passed, or that comes back to a closing pool
+        is closed in the background instead. Releasing an object that
+        :meth:`aclose` force-closed is a no-op.
         """
         core = self._core
-        if self._fast_release:
-            entry = core.last
-            if entry.obj is not obj:
-                # No identity check needed: ``obj`` and every registered object
-                # are alive, and live objects never share an id.
-                entry = core.entries.get(id(obj), _NO_ENTRY)
-            if entry.held:
-                if core.waiters:
-                    core.hand_back(entry)
-                    return
-                # PoolCore.hand_back's idle branch, inlined (see there).
-                core.released += 1
-                entry.held = False
-                core.in_use -= 1
-                core.idle.append(entry)
-                return
-        if self._plain_release:
-            # No hook to run: the hand-off to a waiter is synchronous bookkeeping.
-            leftover = self._core.release(obj, self._clock())
-            if leftover is not None:
-                await self._close_objects([leftover.obj])
-            return
-        await self._release_slow(obj)
-
-    async def _release_slow(self, obj: T) -> None:
-        core = self._core
         now = self._clock()
-        if self._track_leaks:
+        if core.leak_threshold is not None:
             late = core.late_leak(obj, now)
             if late is not None:
                 self._log_leak(late, now)
-        if self._reset is None:
-            leftover = core.release(obj, now)
-            if leftover is not None:
-                await self._close_objects([leftover.obj])
+        kind, entry = core.release_nowait(obj, now)
+        if kind == RETURNED:
             return
-        entry = core.begin_return(obj)
-        if entry is None:
+        assert entry is not None
+        if kind == CLOSE:
+            self._close_later([entry])
             return
+        await self._reset_returned(entry)
+
+    async def _reset_returned(self, entry: Entry[T]) -> None:
+        """Run ``reset`` on a returned object, then hand it on or discard it; never loses it."""
+        core = self._core
+        assert self._reset is not None
         ok = False
-        with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(self._hook_limit()) as scope:
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._hook_timeout) as scope:
                 try:
-                    await _call(self._reset, obj)
+                    await _call(self._reset, entry.obj)
                     ok = True
                 except Exception:
                     _log.warning(
                         "pool %s: reset raised for %r; closing it",
                         self._label,
-                        obj,
+                        entry.obj,
                         exc_info=True,
                     )
             if scope.cancelled_caught:
-                _log.warning("pool %s: reset of %r timed out; closing it", self._label, obj)
+                _log.warning(
+                    "pool %s: reset of %r took longer than hook_timeout (%g s); closing it",
+                    self._label,
+                    entry.obj,
+                    self._hook_timeout,
+                )
+        finally:
+            # Also on a cancellation the shield cannot stop (asyncio's task.cancel()):
+            # the object goes back or is discarded, its slot freed either way.
             if ok:
                 leftover = core.finish_return(entry, self._clock())
             else:
                 leftover = entry if core.discard(entry) else None
             if leftover is not None:
-                await self._close_objects([leftover.obj])
+                self._close_later([leftover])
 
     # -- closing objects ------------------------------------------------------------------
 
-    def _hook_limit(self) -> float:
-        return math.inf if self._hook_timeout is None else self._hook_timeout
+    def _close_later(self, entries: list[Entry[T]]) -> None:
+        """Close objects that left the pool in background tasks, bounded by ``hook_timeout``."""
+        self._close_objects_later([e.obj for e in entries])
 
-    async def _close_objects(self, objs: list[T], limit: float | None = None) -> None:
-        """Run the close hook on each object, shielded; errors are logged, never raised."""
+    def _close_objects_later(self, objs: list[T]) -> None:
+        if self._close is None:
+            return
+        core = self._core
+        backend = _backend.current()
+        for obj in objs:
+            core.closing_started()
+            try:
+                backend.spawn(self._close_in_background, obj)
+            except BaseException:
+                core.closing_finished()
+                raise
+
+    async def _close_in_background(self, obj: T) -> None:
+        try:
+            await self._close_one(obj)
+        finally:
+            self._core.closing_finished()
+
+    async def _close_one(self, obj: T) -> None:
+        """Run the close hook on one object within ``hook_timeout``; errors are logged."""
+        assert self._close is not None
+        with anyio.move_on_after(self._hook_timeout) as scope:
+            try:
+                await _call(self._close, obj)
+            except Exception:
+                _log.warning("pool %s: close raised for %r", self._label, obj, exc_info=True)
+        if scope.cancelled_caught:
+            _log.warning(
+                "pool %s: close of %r took longer than hook_timeout (%g s); dropped it",
+                self._label,
+                obj,
+                self._hook_timeout,
+            )
+
+    async def _close_now(self, objs: list[T]) -> None:
+        """Close objects concurrently, shielded, within ``hook_timeout``; errors are logged."""
         if self._close is None or not objs:
             return
-        limit = self._hook_limit() if limit is None else limit
         with anyio.CancelScope(shield=True):
-            for obj in objs:
-                with anyio.move_on_after(limit) as scope:
-                    try:
-                        await _call(self._close, obj)
-                    except Exception:
-                        _log.warning(
-                            "pool %s: close raised for %r", self._label, obj, exc_info=True
-                        )
-                if scope.cancelled_caught:
-                    _log.warning("pool %s: close of %r timed out", self._label, obj)
+            if len(objs) == 1:
+                await self._close_one(objs[0])
+                return
+            async with anyio.create_task_group() as tg:
+                for obj in objs:
+                    tg.start_soon(self._close_one, obj)
 
     # -- maintenance --------------------------------------------------------------------
 
@@ -766,9 +598,6 @@ class ObjectPool(Generic[T]):
 
     async def _fill(self, *, raise_errors: bool) -> int:
         self._filled = True
-        self._take = self._simple_take
-        if self._take is not None:
-            self._fast_idle = self._core.idle
         core = self._core
         made: list[T] = []
         errors: list[Exception] = []
@@ -782,7 +611,7 @@ class ObjectPool(Generic[T]):
             if core.add_created_idle(obj, self._clock()):
                 made.append(obj)
             else:
-                await self._close_objects([obj])
+                self._close_objects_later([obj])
 
         async with anyio.create_task_group() as tg:
             while core.reserve_fill():
@@ -803,14 +632,15 @@ class ObjectPool(Generic[T]):
         """Close idle objects, coldest first, until at most ``keep`` objects exist.
 
         ``keep`` defaults to ``min_size``; objects in use are never touched.
-        Returns how many were closed. Raises ``TypeError``/``ValueError`` for a
-        bad ``keep``.
+        Returns how many were closed. The close hooks run concurrently and
+        shielded, within ``hook_timeout``. Raises ``TypeError``/``ValueError``
+        for a bad ``keep``.
         """
         if keep is None:
             keep = self._core.min_size
         keep = check_int("keep", keep, minimum=0)
         removed = self._core.trim(keep)
-        await self._close_objects([e.obj for e in removed])
+        await self._close_now([e.obj for e in removed])
         return len(removed)
 
     async def reap(self) -> int:
@@ -827,7 +657,7 @@ class ObjectPool(Generic[T]):
         now = self._clock()
         removed = core.reapable(now)
         self._report_leaks(now)
-        await self._close_objects([e.obj for e in removed])
+        await self._close_now([e.obj for e in removed])
         if not core.closed and core.size + core.pending < core.min_size:
             await self._fill(raise_errors=False)
         return len(removed)
@@ -855,7 +685,7 @@ class ObjectPool(Generic[T]):
     def stats(self) -> PoolStats:
         """A snapshot of sizes, counters and peaks (also reports newly suspected leaks)."""
         core = self._core
-        if self._track_leaks and not core.closed:
+        if core.leak_threshold is not None and not core.closed:
             self._report_leaks(self._clock())
         return PoolStats(
             size=core.size,
@@ -880,6 +710,8 @@ class ObjectPool(Generic[T]):
             min_size=core.min_size,
             closed=core.closed,
             name=self.name,
+            closing=core.closing,
+            closing_peak=core.closing_peak,
         )
 
     # -- shutdown -----------------------------------------------------------------------
@@ -891,9 +723,9 @@ class ObjectPool(Generic[T]):
         closed. Objects still in use are closed as they come back; after
         ``timeout`` seconds (default the pool's ``close_timeout``, 10 s) the
         rest are closed where they are (a later ``release`` of one is a no-op).
-        Idempotent; concurrent calls all wait for the first to finish. Never
-        hangs longer than ``timeout`` plus the close hooks (each bounded by
-        ``hook_timeout``, else by ``timeout``).
+        Idempotent; concurrent calls all wait for the first to finish. Returns
+        within ``timeout`` plus ``hook_timeout``. Raises ``TypeError`` or
+        ``ValueError`` for a bad ``timeout``.
         """
         timeout = self._close_timeout if timeout is None else check_timeout("timeout", timeout)
         assert timeout is not None
@@ -902,26 +734,21 @@ class ObjectPool(Generic[T]):
             return
         self._closing = done = anyio.Event()
         core = self._core
-        limit = self._hook_timeout if self._hook_timeout is not None else max(timeout, 0.001)
         try:
-            self._fast_release = False  # a closing pool closes what comes back
-            idle = core.close()
-            await self._close_objects([e.obj for e in idle], limit)
-            if core.outstanding:
-                drained = anyio.Event()
-                core.drained = drained
-                if core.outstanding:
-                    await self._within(timeout, drained.wait)
-            if core.outstanding:
-                leftovers = core.force_close()
-                if leftovers:
-                    _log.warning(
-                        "pool %s: closing %d object(s) still in use after %g s",
-                        self._label,
-                        len(leftovers),
-                        timeout,
-                    )
-                await self._close_objects([e.obj for e in leftovers], limit)
+            self._close_later(core.close())
+            drained = anyio.Event()
+            if not core.notify_when_drained(drained):
+                with anyio.move_on_after(timeout):
+                    await drained.wait()
+            leftovers = core.force_close()
+            if leftovers:
+                _log.warning(
+                    "pool %s: closing %d object(s) still in use after %g s",
+                    self._label,
+                    len(leftovers),
+                    timeout,
+                )
+                await self._close_now([e.obj for e in leftovers])
         finally:
             done.set()
 

@@ -1,0 +1,108 @@
+"""Running pool tests under asyncio and trio, and one pool moving between them.
+
+``on_both_backends`` turns an ``async def`` test into a synchronous test run by
+``anyio.run`` once per backend; under trio it can run on
+``trio.testing.MockClock(autojump_threshold=0)``, so timeouts are instant and
+exact. The other pool test modules import it from here.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+import trio.testing
+
+from memwarden.pool import ObjectPool
+
+BACKENDS = ("asyncio", "trio")
+
+AsyncTest = Callable[..., Awaitable[None]]
+
+
+def run(backend: str, main: AsyncTest, *, mock_clock: bool = False) -> None:
+    """Run ``main`` on ``backend``; on trio with ``mock_clock``, on an autojumping clock."""
+    options: dict[str, Any] = {}
+    if backend == "trio" and mock_clock:
+        options["clock"] = trio.testing.MockClock(autojump_threshold=0)
+    anyio.run(main, backend=backend, backend_options=options)
+
+
+def on_both_backends(*, mock_clock: bool = False) -> Callable[[AsyncTest], Callable[..., None]]:
+    """Decorate an ``async def test_...(**fixtures)`` to run under asyncio and under trio."""
+
+    def decorate(fn: AsyncTest) -> Callable[..., None]:
+        @pytest.mark.parametrize("backend", BACKENDS)
+        def test(backend: str, **kwargs: Any) -> None:
+            run(backend, functools.partial(fn, **kwargs), mock_clock=mock_clock)
+
+        params = list(inspect.signature(fn).parameters.values())
+        backend = inspect.Parameter("backend", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        test.__signature__ = inspect.Signature([backend, *params])  # type: ignore[attr-defined]
+        # Marks set on ``fn`` (a parametrize applied first) belong to the test.
+        test.pytestmark = [*test.pytestmark, *getattr(fn, "pytestmark", [])]  # type: ignore[attr-defined]
+        test.__name__ = fn.__name__
+        test.__qualname__ = fn.__qualname__
+        test.__doc__ = fn.__doc__
+        return test
+
+    return decorate
+
+
+async def wait_for_waiters(pool: ObjectPool[Any], n: int) -> None:
+    """Yield until ``n`` acquires are parked on ``pool``."""
+    while pool.stats().waiters != n:
+        await anyio.lowlevel.checkpoint()
+
+
+async def wait_for_closes(pool: ObjectPool[Any]) -> None:
+    """Let ready tasks run until no close hook is left in the background.
+
+    Call it once the hooks have returned (wait on an event they set first).
+    """
+    for _ in range(100):
+        if not pool.stats().closing:
+            return
+        await anyio.lowlevel.checkpoint()
+    raise AssertionError(f"background closes did not finish: {pool.stats()}")
+
+
+def assert_nothing_leaked(pool: ObjectPool[Any], *, in_use: int = 0) -> None:
+    """No waiter, no pending creation, nothing stuck mid-hook, sizes consistent."""
+    stats = pool.stats()
+    assert stats.waiters == 0, stats
+    assert stats.pending == 0, stats
+    assert stats.in_use == in_use, stats
+    assert stats.size == stats.idle + stats.in_use, stats  # nothing checking or returning
+    assert stats.created - stats.destroyed == stats.size, stats
+
+
+def test_one_pool_under_asyncio_then_trio() -> None:
+    """The pool picks its way to park per event loop, not once per pool."""
+    pool = ObjectPool(list, max_size=1)
+
+    async def contend() -> None:
+        got: list[object] = []
+        held = await pool.acquire()
+        async with anyio.create_task_group() as tg:
+
+            async def waiter() -> None:
+                got.append(await pool.acquire())
+
+            tg.start_soon(waiter)
+            await wait_for_waiters(pool, 1)
+            await pool.release(held)
+        assert got == [held]
+        await pool.release(held)
+        assert_nothing_leaked(pool)
+
+    anyio.run(contend, backend="asyncio")
+    anyio.run(contend, backend="trio")
+    anyio.run(contend, backend="asyncio")
+
+    assert pool.stats().acquired == 6
