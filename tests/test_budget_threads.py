@@ -1,4 +1,7 @@
-"""Releases and non-waiting grants from real threads, and waiters on several event loops."""
+"""Releases and non-waiting grants from real threads, and waiters on several event loops.
+
+The async tests run with the test's own loop on asyncio and on trio.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +12,12 @@ import anyio
 import anyio.to_thread
 import pytest
 import trio
-from anyio import wait_all_tasks_blocked
+from test_budget_support import on_both_backends, waiting
 
 from memwarden.budget import Allocation, MemoryManager, Priority
 
 
-async def _waiting(manager: MemoryManager, count: int) -> None:
-    while manager.waiters < count:
-        await wait_all_tasks_blocked()
-
-
+@on_both_backends
 async def test_release_from_a_worker_thread_wakes_the_waiter() -> None:
     manager = MemoryManager(100)
     blocker = await manager.acquire(100)
@@ -29,12 +28,13 @@ async def test_release_from_a_worker_thread_wakes_the_waiter() -> None:
             got.append(await manager.acquire(80))
 
         group.start_soon(take)
-        await _waiting(manager, 1)
+        await waiting(manager, 1)
         assert await anyio.to_thread.run_sync(blocker.release) is True
     assert [a.nbytes for a in got] == [80]
     assert manager.current_usage == 80
 
 
+@on_both_backends
 async def test_releasing_thread_never_blocks_on_the_event_loop() -> None:
     manager = MemoryManager(100)
     blocker = await manager.acquire(100)
@@ -45,7 +45,7 @@ async def test_releasing_thread_never_blocks_on_the_event_loop() -> None:
             got.append(await manager.acquire(100))
 
         group.start_soon(take)
-        await _waiting(manager, 1)
+        await waiting(manager, 1)
         # Block the loop thread while another thread releases: a release that
         # needed the loop to run (a blocking call into it) would deadlock here.
         worker = threading.Thread(target=blocker.release)
@@ -56,6 +56,7 @@ async def test_releasing_thread_never_blocks_on_the_event_loop() -> None:
     assert len(got) == 1
 
 
+@on_both_backends
 async def test_threads_and_tasks_hammer_one_budget() -> None:
     manager = MemoryManager(12)
     successes = [0]
@@ -90,6 +91,7 @@ async def test_threads_and_tasks_hammer_one_budget() -> None:
     assert stats.peak_usage <= 12
 
 
+@on_both_backends
 async def test_waiters_on_other_event_loops_are_woken() -> None:
     manager = MemoryManager(100)
     blocker = await manager.acquire(100)
@@ -124,6 +126,7 @@ async def test_waiters_on_other_event_loops_are_woken() -> None:
     assert manager.current_usage == 0 and manager.waiters == 0
 
 
+@on_both_backends
 async def test_eviction_from_a_thread_runs_async_on_evict_on_its_loop() -> None:
     manager = MemoryManager(100)
     called = anyio.Event()

@@ -61,8 +61,8 @@ class Request:
     __slots__ = (
         "__weakref__",
         "_evictable",
+        "_home",
         "_key",
-        "_loop",
         "_nbytes",
         "_on_evict",
         "_owner",
@@ -72,7 +72,7 @@ class Request:
         "_wake",
     )
 
-    _loop: Any  # the event loop that runs an async on_evict (set when needed)
+    _home: Any  # the event loop backend that runs an async on_evict (set when needed)
     _wake: Callable[[], None]  # set when the request parks
 
     def __init__(
@@ -93,7 +93,7 @@ class Request:
         self._on_evict = on_evict
         self._timeout = timeout
         self._state = PENDING
-        # _loop and _wake stay unset until the request needs a loop or parks.
+        # _home and _wake stay unset until the request needs a loop or parks.
 
     @property
     def key(self) -> str:

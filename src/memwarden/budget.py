@@ -11,56 +11,53 @@ has left.
 
 Every decision is taken by the synchronous ledger in ``memwarden._grants``
 under one lock; this module only parks waiters, applies timeouts, handles
-cancellation and runs callbacks. ``release()`` is thread-safe and never blocks
-on the event loop.
+cancellation and runs callbacks, in the shape of trio's and anyio's
+``CapacityLimiter``: checkpoint, try the ledger's non-waiting grant, else park
+until the ledger hands the grant over; on cancellation undo through the
+ledger. ``release()`` is thread-safe and never blocks on the event loop.
 
-The uncontended path of ``acquire`` / ``reserve`` does not yield to the event
-loop (like ``asyncio.Semaphore``): a loop that only takes and gives back
-budget never lets other tasks run. Await ``anyio.lowlevel.checkpoint()`` in
-such a loop if others must progress.
+``acquire`` / ``reserve`` are checkpoints, as in anyio and trio: a cancelled
+scope is honoured even when the bytes are free, and other tasks get to run.
+``MemoryManager(fast_acquire=True)`` opts out, like anyio's
+``Lock(fast_acquire=True)``: an acquire that fits at once then neither yields
+nor checks for cancellation (as ``asyncio.Semaphore``). ``try_acquire`` never
+yields.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import enum
 import gc
 import inspect
 import logging
 import math
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
-from ._grants import LIVE as _LIVE
-from ._grants import QUEUED as _QUEUED
+from . import _backend
 from ._grants import HistoryRow, Ledger, Request
 from ._native import malloc_trim
+from ._rss import process_rss
 from ._validate import check_int, check_timeout
-from .errors import AllocationTimeoutError, MemoryAllocationError, MemoryOptimizationError
+from .errors import AllocationTimeoutError, MemoryOptimizationError
 
 if TYPE_CHECKING:
     from .config import WardenConfig
     from .gc import GCController
     from .pressure import PressureEvent, PressureMonitor
 
-try:
-    import sniffio as _sniffio
-except ImportError:  # pragma: no cover - trio depends on sniffio; plain asyncio may not
-    _sniffio = None  # type: ignore[assignment]
-
 __all__ = ["Allocation", "MemoryManager", "MemoryStats", "Priority"]
 
 _log = logging.getLogger("memwarden.budget")
 
-_get_ident = threading.get_ident
+_checkpoint = anyio.lowlevel.checkpoint
 
 
 class Priority(enum.IntEnum):
@@ -121,177 +118,21 @@ class MemoryStats:
         return asdict(self)
 
 
-class _Loop:
-    """The event loop a task runs on, with a thread-safe way to call into it."""
-
-    __slots__ = ("native", "soon", "thread", "trio")
-
-    def __init__(self, native: Any, trio: bool) -> None:
-        self.native = native
-        self.trio = trio
-        self.thread = _get_ident()
-        self.soon: Callable[..., object] = (
-            native.run_sync_soon if trio else native.call_soon_threadsafe
-        )
-
-    def park(self) -> _AsyncioPark | _TrioPark:
-        """A fresh one-shot wake-up for a task of this loop."""
-        return _TrioPark(self) if self.trio else _AsyncioPark(self)
-
-    def spawn(self, awaitable: Awaitable[object]) -> None:
-        """Run ``awaitable`` as a background task of this loop (from any thread)."""
-        if self.trio:
-            import trio
-
-            self.soon(trio.lowlevel.spawn_system_task, _guarded, awaitable)
-        else:
-            self.soon(_start_asyncio_task, self.native, awaitable)
-
-
-# One cached _Loop per thread: parking happens on every contended acquire, and
-# detecting the library and building the handle each time would dominate it.
-_threads = threading.local()
-
-
-def _running_loop() -> _Loop:
-    """The calling task's loop; ``RuntimeError`` when no event loop runs here."""
-    # sniffio's own first two questions, without its fallback probing: trio
-    # (also in guest mode) announces itself there; anything else is asyncio.
-    name = None
-    if _sniffio is not None:
-        name = _sniffio.thread_local.name or _sniffio.current_async_library_cvar.get()
-    trio = name == "trio"
-    if trio:
-        import trio as trio_module
-
-        native: Any = trio_module.lowlevel.current_trio_token()
-    else:
-        native = asyncio.get_running_loop()
-    cached: _Loop | None = getattr(_threads, "loop", None)
-    if cached is None or cached.native is not native:
-        cached = _threads.loop = _Loop(native, trio)
-    return cached
-
-
-def _current_loop() -> _Loop | None:
-    try:
-        return _running_loop()
-    except RuntimeError:  # no running loop in this thread (a sync caller)
-        return None
-
-
-_background: set[asyncio.Task[None]] = set()
-
-
-def _start_asyncio_task(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[object]) -> None:
-    task = loop.create_task(_guarded(awaitable))
-    _background.add(task)  # keep a reference until done (asyncio holds tasks weakly)
-    task.add_done_callback(_background.discard)
-
-
-async def _guarded(awaitable: Awaitable[object]) -> None:
-    try:
-        await awaitable
-    except Exception:
-        _log.exception("on_evict callback failed")
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():  # it may have been cancelled meanwhile
-        future.set_result(None)
-
-
-class _AsyncioPark:
-    """A parked asyncio task: a bare future, set from any thread without blocking."""
-
-    __slots__ = ("future", "loop")
-
-    def __init__(self, loop: _Loop) -> None:
-        self.loop = loop
-        self.future: asyncio.Future[None] = loop.native.create_future()
-
-    def wait(self) -> Awaitable[None]:
-        return self.future
-
-    def wake(self) -> None:
-        if _get_ident() == self.loop.thread:
-            _resolve(self.future)
-        else:
-            with contextlib.suppress(RuntimeError):  # that loop has finished: none to wake
-                self.loop.soon(_resolve, self.future)
-
-
-class _TrioPark:
-    """A parked trio task: a trio.Event, set from any thread without blocking."""
-
-    __slots__ = ("event", "loop")
-
-    def __init__(self, loop: _Loop) -> None:
-        import trio
-
-        self.loop = loop
-        self.event = trio.Event()
-
-    def wait(self) -> Awaitable[None]:
-        return self.event.wait()
-
-    def wake(self) -> None:
-        if _get_ident() == self.loop.thread:
-            self.event.set()
-        else:
-            with contextlib.suppress(RuntimeError):  # that loop has finished: none to wake
-                self.loop.soon(self.event.set)
-
-
-def _check_priority(priority: object) -> int:
+def _check_priority(name: str, priority: object) -> int:
     if isinstance(priority, bool) or not isinstance(priority, int):
-        raise TypeError(f"priority must be an int, got {type(priority).__name__} {priority!r}")
+        raise TypeError(f"{name} must be an int, got {type(priority).__name__} {priority!r}")
     return int(priority)
-
-
-def _check_request(
-    capacity: int,
-    nbytes: object,
-    key: object,
-    priority: object,
-    timeout: object,
-    evictable: object,
-    on_evict: object,
-) -> tuple[int, int, float | None]:
-    """Validate one request; return (nbytes, priority as int, timeout)."""
-    if type(nbytes) is not int:
-        nbytes = int(check_int("nbytes", nbytes))
-    elif nbytes < 0:
-        raise ValueError(f"nbytes must be >= 0, got {nbytes!r}")
-    if nbytes > capacity:
-        raise _too_large(nbytes, capacity)
-    if priority is _NORMAL:
-        priority = 50
-    elif type(priority) is not int:
-        priority = _check_priority(priority)
-    if key is not None and type(key) is not str:
-        raise TypeError(f"key must be a str or None, got {type(key).__name__} {key!r}")
-    if timeout is not None:
-        timeout = check_timeout("timeout", timeout)
-    if evictable is not False and evictable is not True:
-        raise TypeError(f"evictable must be a bool, got {type(evictable).__name__} {evictable!r}")
-    if on_evict is not None:
-        if not callable(on_evict):
-            raise TypeError(f"on_evict must be callable, got {type(on_evict).__name__}")
-        if not evictable:
-            raise ValueError("on_evict was given but evictable=False: it could never be called")
-    return nbytes, priority, timeout
-
-
-def _too_large(nbytes: int, capacity: int) -> MemoryAllocationError:
-    return MemoryAllocationError(
-        f"nbytes={nbytes} exceeds the budget's capacity of {capacity} bytes: "
-        "it can never be granted"
-    )
 
 
 def _timeout_error(nbytes: int, timeout: float | None) -> AllocationTimeoutError:
     return AllocationTimeoutError(f"nbytes={nbytes} could not be granted within timeout={timeout}s")
+
+
+async def _run_on_evict(awaitable: Awaitable[object], allocation: Request) -> None:
+    try:
+        await awaitable
+    except Exception:
+        _log.exception("async on_evict callback for %r failed", allocation)
 
 
 class Allocation(Request):
@@ -305,22 +146,11 @@ class Allocation(Request):
     __slots__ = ()
 
     async def __aenter__(self) -> Allocation:
-        # A LIVE allocation (from acquire) is simply held for the block; a
-        # PENDING one (from reserve) is acquired here.
+        # An allocation from acquire() already holds its bytes: the block just
+        # holds them. A reservation from reserve() is acquired here.
         ledger = self._owner
-        try:
-            if ledger._order:
-                # Others are queued (a hint read without the lock): skip the
-                # fast attempt; _wait() grants or queues atomically.
-                await _wait(self)
-                return self
-            if ledger.try_grant(self):
-                return self
-        except RuntimeError:  # not PENDING: already acquired, or used up
-            if self._state == _LIVE:
-                return self
-            raise
-        await _wait(self)
+        if not ledger.held(self):
+            await ledger.owner._acquire(self)
         return self
 
     async def __aexit__(
@@ -332,53 +162,6 @@ class Allocation(Request):
         self._owner.release(self)
 
 
-async def _wait(allocation: Allocation) -> None:
-    """Queue ``allocation`` and wait for its grant; leave no trace if that fails."""
-    ledger = allocation._owner
-    limit = allocation._timeout
-    if limit is not None and limit <= 0:
-        if ledger.try_grant(allocation):
-            return
-        ledger.count_timeout()
-        raise _timeout_error(allocation._nbytes, limit)
-    park = _running_loop().park()
-    if ledger.enqueue(allocation, park.wake):
-        return
-    try:
-        if limit is None or math.isinf(limit):
-            await park.wait()
-        else:
-            sleep = cast("MemoryManager", ledger.owner)._sleep
-            if sleep is anyio.sleep:
-                with anyio.move_on_after(limit):
-                    await park.wait()
-            else:
-                await _wait_with_sleep(park, limit, sleep)
-    except BaseException:
-        # Cancelled: leave the queue, or hand back a grant that raced us.
-        ledger.cancel(allocation)
-        raise
-    # Only a grant moves a request out of QUEUED behind our back, so reading
-    # the state without the lock is safe; settle() decides the timeout race.
-    if allocation._state == _QUEUED and not ledger.settle(allocation):
-        raise _timeout_error(allocation._nbytes, limit)
-
-
-async def _wait_with_sleep(
-    park: _AsyncioPark | _TrioPark, limit: float, sleep: Callable[[float], Awaitable[object]]
-) -> None:
-    # An injected sleep (a manual clock in tests) drives the timeout.
-    async with anyio.create_task_group() as group:
-
-        async def expire() -> None:
-            await sleep(limit)
-            group.cancel_scope.cancel()
-
-        group.start_soon(expire)
-        await park.wait()
-        group.cancel_scope.cancel()
-
-
 class MemoryManager:
     """An awaitable, fair, priority-aware byte budget (seed 000's MemoryManager).
 
@@ -386,10 +169,11 @@ class MemoryManager:
     ``config.capacity`` or else ``detect_memory_limit() * max_memory_percent / 100``.
     ``monitor`` couples grants to memory pressure (anything with ``level``,
     ``last_sample`` and ``add_listener`` works); ``history`` bounds the stats
-    history (0 disables it); ``clock`` and ``sleep`` drive the history and
-    timeouts (tests pass a ManualClock); ``gc_controller`` is used by
-    :meth:`optimize`. Raises ``TypeError``/``ValueError`` naming the argument
-    for bad input.
+    history (0 disables it) and ``clock`` stamps it (tests pass a ManualClock);
+    ``fast_acquire=True`` makes an acquire that fits at once skip its
+    checkpoint; ``gc_controller`` is used by :meth:`optimize`. Timeouts follow
+    the event loop's clock. Raises ``TypeError``/``ValueError`` naming the
+    argument for bad input.
 
     Thread-safety: ``release``, ``try_acquire``, ``deallocate`` and the
     properties may be called from any thread; ``acquire``/``reserve`` from any
@@ -404,7 +188,7 @@ class MemoryManager:
         monitor: PressureMonitor | None = None,
         history: int = 1000,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
+        fast_acquire: bool = False,
         config: WardenConfig | None = None,
         gc_controller: GCController | None = None,
     ) -> None:
@@ -429,8 +213,10 @@ class MemoryManager:
         check_int("history", history)
         if not callable(clock):
             raise TypeError(f"clock must be callable, got {type(clock).__name__}")
-        if not callable(sleep):
-            raise TypeError(f"sleep must be callable, got {type(sleep).__name__}")
+        if fast_acquire is not False and fast_acquire is not True:
+            raise TypeError(
+                f"fast_acquire must be a bool, got {type(fast_acquire).__name__} {fast_acquire!r}"
+            )
         if capacity is None:
             capacity = _default_capacity(config)
         else:
@@ -438,7 +224,7 @@ class MemoryManager:
         self._ledger = Ledger(
             capacity, clock=clock, history=history, on_evicted=self._evicted, owner=self
         )
-        self._sleep = sleep
+        self._fast_acquire = fast_acquire
         self._gc_controller = gc_controller
         self._cleanups: list[Callable[[], object]] = []
         self._monitor = monitor
@@ -464,31 +250,15 @@ class MemoryManager:
     ) -> Allocation:
         """Wait until ``nbytes`` can be granted fairly, then return the Allocation.
 
-        Raises ``MemoryAllocationError`` at once if ``nbytes > capacity``,
-        ``AllocationTimeoutError`` after ``timeout`` seconds, ``ValueError`` for
-        a negative size or a key already held. ``nbytes == 0`` is granted at
-        once. Cancelled or timed out, it leaves nothing held and nothing queued.
+        A checkpoint (unless ``fast_acquire``): a cancelled scope raises here
+        even when the bytes are free. Raises ``MemoryAllocationError`` at once
+        if ``nbytes > capacity``, ``AllocationTimeoutError`` after ``timeout``
+        seconds, ``ValueError`` for a negative size or a key already held.
+        ``nbytes == 0`` is granted without waiting. Cancelled or timed out, it
+        leaves nothing held and nothing queued.
         """
-        ledger = self._ledger
-        if (
-            type(nbytes) is int
-            and 0 <= nbytes <= ledger._capacity
-            and priority is _NORMAL
-            and key is None
-            and timeout is None
-            and evictable is False
-            and on_evict is None
-        ):
-            allocation = Allocation(ledger, None, nbytes, 50)
-        else:
-            nbytes, priority, timeout = _check_request(
-                ledger._capacity, nbytes, key, priority, timeout, evictable, on_evict
-            )
-            allocation = Allocation(ledger, key, nbytes, priority, evictable, on_evict, timeout)
-            if on_evict is not None:
-                allocation._loop = _current_loop()
-        if not ledger.try_grant(allocation):
-            await _wait(allocation)
+        allocation = self._request(nbytes, key, priority, timeout, evictable, on_evict)
+        await self._acquire(allocation)
         return allocation
 
     def try_acquire(
@@ -501,20 +271,14 @@ class MemoryManager:
         evictable: bool = False,
         on_evict: Callable[[Allocation], object] | None = None,
     ) -> Allocation | None:
-        """Grant ``nbytes`` now or return None; never waits and never jumps the queue.
+        """Grant ``nbytes`` now or return None; never waits, never yields, never jumps the queue.
 
         Evicts lower-priority evictable allocations when that makes it fit.
         ``timeout`` is accepted for symmetry and ignored. Raises like
         :meth:`acquire`. Thread-safe.
         """
-        ledger = self._ledger
-        nbytes, priority, _ = _check_request(
-            ledger._capacity, nbytes, key, priority, timeout, evictable, on_evict
-        )
-        allocation = Allocation(ledger, key, nbytes, priority, evictable, on_evict)
-        if on_evict is not None:
-            allocation._loop = _current_loop()
-        return allocation if ledger.try_grant(allocation) else None
+        allocation = self._request(nbytes, key, priority, timeout, evictable, on_evict)
+        return allocation if self._ledger.try_grant(allocation) else None
 
     def reserve(
         self,
@@ -528,28 +292,76 @@ class MemoryManager:
     ) -> AbstractAsyncContextManager[Allocation]:
         """``async with budget.reserve(n) as allocation:`` holds ``n`` bytes inside the block.
 
-        Acquires like :meth:`acquire` on entry and releases on exit, also on
-        exception or cancellation. Arguments (and ``nbytes <= capacity``) are
-        checked here, at the call. The returned object is entered once.
+        Acquires like :meth:`acquire` on entry (a checkpoint) and releases on
+        exit, also on exception or cancellation. Arguments (and ``nbytes <=
+        capacity``) are checked here, at the call. The returned object is
+        entered once.
         """
-        ledger = self._ledger
-        if (
-            type(nbytes) is int
-            and 0 <= nbytes <= ledger._capacity
-            and priority is _NORMAL
-            and key is None
-            and timeout is None
-            and evictable is False
-            and on_evict is None
-        ):
-            return Allocation(ledger, None, nbytes, 50)
-        nbytes, priority, timeout = _check_request(
-            ledger._capacity, nbytes, key, priority, timeout, evictable, on_evict
-        )
-        allocation = Allocation(ledger, key, nbytes, priority, evictable, on_evict, timeout)
-        if on_evict is not None:
-            allocation._loop = _current_loop()  # None outside a loop: found at eviction
+        return self._request(nbytes, key, priority, timeout, evictable, on_evict)
+
+    def _request(
+        self,
+        nbytes: int,
+        key: str | None,
+        priority: int,
+        timeout: float | None,
+        evictable: bool,
+        on_evict: Callable[[Allocation], object] | None,
+        size: str = "nbytes",
+    ) -> Allocation:
+        """Validate one request and make its (PENDING) Allocation; ``size`` names ``nbytes``."""
+        if type(nbytes) is not int or nbytes < 0:
+            check_int(size, nbytes)
+        self._ledger.check_size(nbytes, size)
+        if priority is _NORMAL:
+            priority = 50
+        elif type(priority) is not int:
+            priority = _check_priority("priority", priority)
+        if key is not None and type(key) is not str:
+            raise TypeError(f"key must be a str or None, got {type(key).__name__} {key!r}")
+        if timeout is not None:
+            timeout = check_timeout("timeout", timeout)
+        if evictable is not False and evictable is not True:
+            raise TypeError(
+                f"evictable must be a bool, got {type(evictable).__name__} {evictable!r}"
+            )
+        if on_evict is None:
+            return Allocation(self._ledger, key, nbytes, priority, evictable, None, timeout)
+        if not callable(on_evict):
+            raise TypeError(f"on_evict must be callable, got {type(on_evict).__name__}")
+        if not evictable:
+            raise ValueError("on_evict was given but evictable=False: it could never be called")
+        allocation = Allocation(self._ledger, key, nbytes, priority, evictable, on_evict, timeout)
+        # An async on_evict runs on the loop that asked (None outside one: found at eviction).
+        allocation._home = _backend.current_or_none()
         return allocation
+
+    async def _acquire(self, allocation: Allocation) -> None:
+        """Checkpoint, try the ledger's non-waiting grant, else park until it hands one over."""
+        if not self._fast_acquire:
+            await _checkpoint()
+        ledger = self._ledger
+        if ledger.try_grant(allocation):
+            return
+        limit = allocation._timeout
+        if limit is not None and limit <= 0:  # timeout=0: only what can be granted now
+            ledger.count_timeout()
+            raise _timeout_error(allocation.nbytes, limit)
+        parking = _backend.current().park()
+        if ledger.enqueue(allocation, parking.wake):
+            return
+        try:
+            if limit is None or math.isinf(limit):
+                await parking.wait()
+            else:
+                with anyio.move_on_after(limit):
+                    await parking.wait()
+        except BaseException:
+            # Cancelled: leave the queue, or hand a grant that raced us to the next waiter.
+            ledger.cancel(allocation)
+            raise
+        if not ledger.settle(allocation):
+            raise _timeout_error(allocation.nbytes, limit)
 
     # ------------------------------------------------------------ releasing
 
@@ -585,11 +397,11 @@ class MemoryManager:
                 _log.exception("on_evict callback for %r failed", allocation)
                 continue
             if inspect.isawaitable(result):
-                loop = getattr(allocation, "_loop", None) or _current_loop()
+                home = getattr(allocation, "_home", None) or _backend.current_or_none()
                 try:
-                    if loop is None:
+                    if home is None:
                         raise RuntimeError("no event loop to run it on")
-                    loop.spawn(result)
+                    home.spawn(_run_on_evict, result, allocation)
                 except RuntimeError as exc:
                     _log.error("async on_evict callback for %r not run: %s", allocation, exc)
                     close = getattr(result, "close", None)
@@ -632,16 +444,11 @@ class MemoryManager:
         """
         if not isinstance(key, str):
             raise TypeError(f"key must be a str, got {type(key).__name__} {key!r}")
-        kwargs: dict[str, Any] = {
-            "key": key,
-            "priority": priority,
-            "evictable": evictable,
-            "on_evict": on_evict,
-        }
-        if self.try_acquire(size, **kwargs) is not None:
+        allocation = self._request(size, key, priority, None, evictable, on_evict, size="size")
+        if self._ledger.try_grant(allocation):
             return True
         await self.optimize()
-        return self.try_acquire(size, **kwargs) is not None
+        return self._ledger.try_grant(allocation)
 
     def deallocate(self, key: str) -> bool:
         """Seed 000: release the allocation named ``key``; False if none is live."""
@@ -669,7 +476,7 @@ class MemoryManager:
         ``MemoryOptimizationError`` if ``needed`` is given and fewer bytes than
         that are available in the budget afterwards.
         """
-        below = _check_priority(below)
+        below = _check_priority("below", below)
         if needed is not None:
             check_int("needed", needed)
         freed = sum(a.nbytes for a in self._ledger.evict_below(below))
@@ -691,13 +498,13 @@ class MemoryManager:
                     freed += reported
             except Exception:
                 _log.exception("GC controller cleanup failed")
-        before = _rss()
+        before = process_rss()
         if controller is not None:
             controller.collect_with_stats(2)
         else:
             gc.collect()
         malloc_trim()
-        after = _rss()
+        after = process_rss()
         if before is not None and after is not None and before > after:
             freed += before - after
         if needed is not None and self.available_memory < needed:
@@ -756,18 +563,3 @@ def _default_capacity(config: WardenConfig | None) -> int:
     from .probes import detect_memory_limit
 
     return max(int(detect_memory_limit() * config.max_memory_percent / 100), 1)
-
-
-_process: Any = None
-
-
-def _rss() -> int | None:
-    global _process
-    try:
-        import psutil
-
-        if _process is None:
-            _process = psutil.Process()
-        return int(_process.memory_info().rss)
-    except Exception:  # psutil missing or the platform refuses: report no drop
-        return None

@@ -112,7 +112,7 @@ class Warden:
             capacity = max(1, int(first.limit * config.max_memory_percent / 100))
         self.gc = GCController(cast(Aggressiveness, config.effective_gc_aggressiveness))
         self.manager = MemoryManager(
-            capacity, monitor=self.monitor, clock=clock, sleep=sleep, gc_controller=self.gc
+            capacity, monitor=self.monitor, clock=clock, gc_controller=self.gc
         )
         self.sessions = SessionManager(
             timeout=config.session_timeout,
