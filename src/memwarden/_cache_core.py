@@ -440,7 +440,9 @@ class LRUCache(MutableMapping[K, V]):
             if len(data) == size:
                 self._move_to_end(key)
             elif size >= self._bound:
-                self._enforce_locked()
+                # The cache was at its bound (never above it), so one entry goes.
+                data.popitem(last=False)
+                self._evictions += 1
             elif size >= self._size_peak:
                 self._size_peak = size + 1
         finally:
