@@ -3,8 +3,8 @@ async-lru, and hit ratios of ``lru`` and ``tinylfu`` on synthetic traces.
 
 Run with ``python -m benchmarks caches`` (``--quick`` for a smoke run). Key
 streams are generated with a fixed seed (as Caffeine's simulator does), so the
-hit ratios are reproducible; timings interleave ours and the peer and report
-medians.
+hit ratios are reproducible; timings interleave ours and the peer round by
+round and report the median of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import cachetools
 import numpy as np
 from async_lru import alru_cache
 
-from benchmarks._harness import Row, speed_row
+from benchmarks._harness import Row, paired_ratios, speed_row
 from memwarden.cache import LRUCache, memoize
 
 SEED = 20240601
@@ -80,22 +80,38 @@ def _ours_stream(
     return run
 
 
-def _cachetools_stream(keys: Sequence[int], capacity: int) -> Callable[[], float]:
+def _cachetools_stream(
+    keys: Sequence[int], capacity: int, *, lock: threading.Lock | None = None
+) -> Callable[[], float]:
+    """cachetools.LRUCache, bare or with ``lock`` held around each get and each put.
+
+    With a lock it is what ``cachetools.cached(cache, lock=lock)`` does around
+    its lookup and its store.
+    """
+
     def run() -> float:
         cache: cachetools.LRUCache[int, int] = cachetools.LRUCache(capacity)
         get = cache.get
         start = time.perf_counter()
-        for k in keys:
-            if get(k) is None:
-                cache[k] = k
+        if lock is None:
+            for k in keys:
+                if get(k) is None:
+                    cache[k] = k
+        else:
+            for k in keys:
+                with lock:
+                    value = get(k)
+                if value is None:
+                    with lock:
+                        cache[k] = k
         return (time.perf_counter() - start) / len(keys)
 
     return run
 
 
 def lock_round_trip_ns() -> tuple[float, float]:
-    """Best and median cost of one uncontended ``threading.Lock`` acquire/release, in ns."""
-    lock = threading.Lock()
+    """Best and median cost of one uncontended ``threading.RLock`` acquire/release, in ns."""
+    lock = threading.RLock()
     names = {"acquire": lock.acquire, "release": lock.release}
     number = 200_000
     samples = []
@@ -106,12 +122,34 @@ def lock_round_trip_ns() -> tuple[float, float]:
     return min(samples), statistics.median(samples)
 
 
-def _medians(runners: Sequence[Callable[[], float]], repeat: int) -> list[float]:
+def _paired(runners: Sequence[Callable[[], float]], rounds: int) -> list[list[float]]:
+    """One sample per runner per round, the runners back to back within each round."""
     samples: list[list[float]] = [[] for _ in runners]
-    for _ in range(repeat):
+    for _ in range(rounds):
         for runner, bucket in zip(runners, samples, strict=True):
             bucket.append(runner())
-    return [statistics.median(bucket) for bucket in samples]
+    return samples
+
+
+def _row(
+    name: str,
+    ours: list[float],
+    peer: list[float],
+    peer_name: str,
+    target: float | None,
+    notes: str = "",
+) -> Row:
+    ratio, q1, q3 = paired_ratios(ours, peer)
+    spread = f"per-round ratios {q1:.2f}x to {q3:.2f}x (quartiles)"
+    return speed_row(
+        name,
+        statistics.median(ours),
+        statistics.median(peer),
+        peer_name,
+        target,
+        ratio=ratio,
+        notes=f"{notes}; {spread}" if notes else spread,
+    )
 
 
 def throughput_rows(quick: bool) -> list[Row]:
@@ -119,36 +157,36 @@ def throughput_rows(quick: bool) -> list[Row]:
     n = 50_000 if quick else 200_000
     keys = zipf_keys(n, 0.99, 100_000)
     capacity = 2_000
-    locked, unlocked, tiny, peer = _medians(
+    locked, unlocked, tiny, peer_locked, peer = _paired(
         [
             _ours_stream(keys, capacity),
             _ours_stream(keys, capacity, thread_safe=False),
             _ours_stream(keys, capacity, policy="tinylfu"),
+            _cachetools_stream(keys, capacity, lock=threading.Lock()),
             _cachetools_stream(keys, capacity),
         ],
-        3 if quick else 9,
+        5 if quick else 15,
     )
     hit_cache: LRUCache[int, int] = LRUCache(capacity)
     for k in keys:
         if hit_cache.get(k) is None:
             hit_cache.put(k, k)
-    lock_ns = (locked - unlocked) * 1e9
-    best, typical = lock_round_trip_ns()
     hit_rate = f"hit rate {hit_cache.stats().hit_rate:.0%}"
+    lock_ns = (statistics.median(locked) - statistics.median(unlocked)) * 1e9
+    best, typical = lock_round_trip_ns()
     return [
-        speed_row(
+        _row(
             "LRUCache get/put, Zipf(0.99), capacity 2000, thread-safe (default)",
             locked,
-            peer,
-            "cachetools.LRUCache (no lock)",
+            peer_locked,
+            "cachetools.LRUCache + threading.Lock, as cached(lock=...)",
             1.2,
             notes=(
-                f"{hit_rate}; gets read without the lock, puts take it: "
-                f"{lock_ns:.0f} ns per op over thread_safe=False here, "
-                f"one uncontended acquire/release {best:.0f} ns best, {typical:.0f} median"
+                f"{hit_rate}; the lock costs {lock_ns:.0f} ns per op here, one uncontended "
+                f"RLock acquire/release {best:.0f} ns best, {typical:.0f} median"
             ),
         ),
-        speed_row(
+        _row(
             "LRUCache get/put, Zipf(0.99), capacity 2000, thread_safe=False",
             unlocked,
             peer,
@@ -156,11 +194,11 @@ def throughput_rows(quick: bool) -> list[Row]:
             1.2,
             notes=hit_rate,
         ),
-        speed_row(
+        _row(
             "LRUCache(policy='tinylfu') get/put, Zipf(0.99), capacity 2000, thread-safe",
             tiny,
-            peer,
-            "cachetools.LRUCache (no lock)",
+            peer_locked,
+            "cachetools.LRUCache + threading.Lock",
             None,
             notes="the price of the frequency sketch; reported, no target",
         ),
@@ -181,7 +219,7 @@ def _sync_hit_timer(fn: Callable[[int], int], args: Sequence[int]) -> Callable[[
 
 
 def memoize_rows(quick: bool) -> list[Row]:
-    """Sync memoize hits against cachetools.cached and functools.lru_cache."""
+    """Sync memoize hits against cachetools.cached (with its lock and info, and bare)."""
     args = list(range(256)) * (100 if quick else 600)
 
     @memoize(capacity=1024)
@@ -192,7 +230,11 @@ def memoize_rows(quick: bool) -> list[Row]:
     def ours_unlocked(x: int) -> int:
         return x * 2
 
-    @cachetools.cached(cachetools.LRUCache(1024))
+    @cachetools.cached(cachetools.LRUCache(1024), lock=threading.RLock(), info=True)
+    def ct_locked(x: int) -> int:
+        return x * 2
+
+    @cachetools.cached(cachetools.LRUCache(1024), info=True)
     def ct(x: int) -> int:
         return x * 2
 
@@ -200,15 +242,27 @@ def memoize_rows(quick: bool) -> list[Row]:
     def ft(x: int) -> int:
         return x * 2
 
-    fns = (ours, ours_unlocked, ct, ft)
+    fns = (ours, ours_unlocked, ct_locked, ct, ft)
     for fn in fns:
         for a in range(256):
             fn(a)
-    o, u, c, f = _medians([_sync_hit_timer(fn, args) for fn in fns], 3 if quick else 9)
+    o, u, cl, c, f = _paired([_sync_hit_timer(fn, args) for fn in fns], 5 if quick else 15)
     return [
-        speed_row("memoize sync hit, thread-safe (default)", o, c, "cachetools.cached", 1.0),
-        speed_row("memoize sync hit, thread_safe=False", u, c, "cachetools.cached", None),
-        speed_row(
+        _row(
+            "memoize sync hit, thread-safe (default)",
+            o,
+            cl,
+            "cachetools.cached(lock=RLock(), info=True)",
+            1.0,
+        ),
+        _row(
+            "memoize sync hit, thread_safe=False",
+            u,
+            c,
+            "cachetools.cached(info=True), no lock",
+            1.0,
+        ),
+        _row(
             "memoize sync hit, thread-safe (default)",
             o,
             f,
@@ -231,7 +285,7 @@ def async_memoize_rows(quick: bool) -> list[Row]:
     async def peer(x: int) -> int:
         return x * 2
 
-    async def measure() -> tuple[float, float]:
+    async def measure() -> tuple[list[float], list[float]]:
         for a in range(256):
             await ours(a)
             await peer(a)
@@ -244,13 +298,13 @@ def async_memoize_rows(quick: bool) -> list[Row]:
 
         a_s: list[float] = []
         b_s: list[float] = []
-        for _ in range(3 if quick else 7):
+        for _ in range(5 if quick else 15):
             a_s.append(await timed(ours))
             b_s.append(await timed(peer))
-        return statistics.median(a_s), statistics.median(b_s)
+        return a_s, b_s
 
     o, p = anyio.run(measure, backend="asyncio")
-    return [speed_row("memoize async hit (asyncio)", o, p, "async_lru.alru_cache", 1.0)]
+    return [_row("memoize async hit (asyncio)", o, p, "async_lru.alru_cache", 1.0)]
 
 
 # -- hit ratios --------------------------------------------------------------
