@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import pickle
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -21,7 +23,7 @@ class LRUModelMachine(RuleBasedStateMachine):
     """LRUCache bounded by count and bytes: contents, order, bounds and stats match a model."""
 
     @initialize(
-        capacity=st.one_of(st.none(), st.integers(min_value=1, max_value=8)),
+        capacity=st.one_of(st.none(), st.integers(min_value=0, max_value=8)),
         max_bytes=st.one_of(st.none(), st.integers(min_value=1, max_value=150)),
         thread_safe=st.booleans(),
         weigh=st.booleans(),
@@ -119,6 +121,12 @@ class LRUModelMachine(RuleBasedStateMachine):
         self.hold_entries = self.hold_bytes = None
 
     @rule()
+    def pickle_round_trip(self) -> None:
+        # Everything the model tracks carries over: entries, order, bounds,
+        # counters, peaks and a pressure hold.
+        self.cache = pickle.loads(pickle.dumps(self.cache))
+
+    @rule()
     def clear(self) -> None:
         self.cache.clear()
         self.order.clear()
@@ -152,7 +160,7 @@ class TTLModelMachine(RuleBasedStateMachine):
     """TTLCache with a manual clock: expiry on access, in sweeps, and before eviction."""
 
     @initialize(
-        capacity=st.one_of(st.none(), st.integers(min_value=1, max_value=6)),
+        capacity=st.one_of(st.none(), st.integers(min_value=0, max_value=6)),
         ttl=st.sampled_from([1.0, 2.5, 10.0]),
     )
     def setup(self, capacity: int | None, ttl: float) -> None:
@@ -200,6 +208,20 @@ class TTLModelMachine(RuleBasedStateMachine):
             self.order.remove(key)
             self.order.append(key)
             self.hits += 1
+
+    @rule(key=KEYS)
+    def delete(self, key: int) -> None:
+        entry = self.entries.get(key)
+        if entry is not None and entry[1] > self.clock():
+            del self.cache[key]
+        else:
+            with pytest.raises(KeyError):
+                del self.cache[key]
+            if entry is not None:  # expired: dropped and counted, like pop
+                self.expirations += 1
+        if entry is not None:
+            del self.entries[key]
+            self.order.remove(key)
 
     @rule(dt=st.sampled_from([0.0, 0.5, 1.0, 3.0]))
     def advance(self, dt: float) -> None:
