@@ -162,6 +162,10 @@ def test_memoized_functions_pickle_and_copy_by_reference() -> None:
 
     assert pickle.loads(pickle.dumps(module_level)) is module_level
     assert copy.deepcopy(module_level) is module_level
+    ledger = Ledger()
+    bound = pickle.loads(pickle.dumps(ledger.total))
+    assert bound(2) == 2 and isinstance(bound.__self__, Ledger)
+    assert ledger.total.__doc__ == "The total for a day."
 
 
 @pytest.mark.parametrize("thread_safe", [True, False])
@@ -283,3 +287,10 @@ def test_cache_parameters_like_functools() -> None:
 @memoize
 def module_level(x: int) -> int:
     return x
+
+
+class Ledger:
+    @memoize
+    def total(self, day: int) -> int:
+        """The total for a day."""
+        return day

@@ -580,6 +580,14 @@ class _BoundMemoized:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__func__, name)
 
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return self.__func__.__doc__
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as the attribute lookup that made it, like a bound method.
+        return (getattr, (self.__self__, self.__func__.__name__))  # type: ignore[attr-defined]
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, _BoundMemoized):
             return NotImplemented
