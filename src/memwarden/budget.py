@@ -352,14 +352,15 @@ class MemoryManager:
             return
         try:
             if limit is None or math.isinf(limit):
+                await parking.wait()  # only a grant wakes it
+                return
+            with anyio.move_on_after(limit):
                 await parking.wait()
-            else:
-                with anyio.move_on_after(limit):
-                    await parking.wait()
         except BaseException:
             # Cancelled: leave the queue, or hand a grant that raced us to the next waiter.
             ledger.cancel(allocation)
             raise
+        # Woken, or out of time: the ledger decides which won.
         if not ledger.settle(allocation):
             raise _timeout_error(allocation.nbytes, limit)
 
