@@ -7,8 +7,9 @@ because a key's ``__hash__`` and ``__eq__`` run inside the dictionary
 operations it guards, and such code may call back into the same cache
 (CPython's ``test_functools.test_need_for_rlock``). ``sizeof`` and a
 subclass's ``__missing__`` run outside it. ``thread_safe=False`` builds the
-same cache with no lock at all: the methods are the same, each tests
-``self._lock`` once.
+same cache with no lock at all: the methods are the same; ``get`` and ``put``
+skip ``self._lock`` when it is None, the others enter ``self._guard`` (the
+lock, or a null context).
 
 ``get`` and ``put`` are the hot path users compare against ``cachetools``: they
 take the lock with ``acquire()``/``release()`` in ``try``/``finally`` (about half

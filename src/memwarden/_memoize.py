@@ -319,7 +319,8 @@ class _Memoized:
         self._computed = 0
         self._flights: dict[tuple[object, Hashable], _Flight] = {}
 
-    def _make_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+    def _key_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+        """The cache key of a call, prefixed in a shared cache; counts nothing."""
         user_key = self._key
         k = (
             user_key(*args, **kwargs)
@@ -327,10 +328,14 @@ class _Memoized:
             else make_key(args, kwargs, self._typed)
         )
         prefix = self._prefix
-        if prefix is not None:
+        return k if prefix is None else (prefix, k)
+
+    def _make_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+        """The key of a call that is not on the inline path; counts the call in a shared cache."""
+        k = self._key_of(args, kwargs)
+        if self._calls is not None:
             with self._mutex:
-                self._calls += 1  # type: ignore[operator]
-            return (prefix, k)
+                self._calls += 1
         return k
 
     def _store(self, k: Hashable, value: Any) -> None:
@@ -386,7 +391,8 @@ class _Memoized:
             size = len(store)
         else:
             size = len(self._own_keys())
-        return CacheInfo(calls - computed, computed, store.capacity, size)
+        # max(): a cache_clear() racing this read may zero one count first.
+        return CacheInfo(max(calls - computed, 0), computed, store.capacity, size)
 
     def cache_clear(self) -> None:
         """Forget every cached result and zero the counters; computations in flight are not kept."""
@@ -409,14 +415,7 @@ class _Memoized:
 
         A computation in flight still answers its waiters, but is not cached.
         """
-        user_key = self._key
-        k = (
-            user_key(*args, **kwargs)
-            if user_key is not None
-            else make_key(args, kwargs, self._typed)
-        )
-        if self._prefix is not None:
-            k = (self._prefix, k)
+        k = self._key_of(args, kwargs)
         removed = self.cache.pop(k, _MISSING) is not _MISSING
         with self._mutex:
             for (_, flight_key), flight in self._flights.items():
