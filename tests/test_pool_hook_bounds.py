@@ -75,7 +75,7 @@ async def test_release_into_a_closing_pool_does_not_wait_for_close() -> None:
         with anyio.move_on_after(0.05) as scope:
             await pool.release(obj)
         assert not scope.cancelled_caught
-        assert anyio.current_time() - start < 0.05
+        assert anyio.current_time() - start < 0.5  # the close hook takes 1.5 s
     await close.done.wait()
     await wait_for_closes(pool)
     assert_nothing_leaked(pool)

@@ -439,11 +439,13 @@ class PoolCore(Generic[T]):
             raise PoolError(f"object {obj!r} is not in use: it was already released")
         self._unhold(entry)
         self.released += 1
-        if self.resets and not self._leaving(entry, now):
+        if self._leaving(entry, now):
+            self._put_back(entry, now)
+            return CLOSE, entry
+        if self.resets:
             self.returning[entry.key] = entry
             return RESET, entry
-        if self._put_back(entry, now) is not None:
-            return CLOSE, entry
+        self._hand_entry(entry, now)
         return RETURNED, None
 
     def finish_return(self, entry: Entry[T], now: float) -> Entry[T] | None:
@@ -460,7 +462,8 @@ class PoolCore(Generic[T]):
         return False
 
     def _leaving(self, entry: Entry[T], now: float) -> bool:
-        return self.closed or (entry.expires_at is not None and now >= entry.expires_at)
+        expires_at = entry.expires_at
+        return self.closed or (expires_at is not None and now >= expires_at)
 
     def _put_back(self, entry: Entry[T], now: float) -> Entry[T] | None:
         if self._leaving(entry, now):

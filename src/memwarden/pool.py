@@ -164,7 +164,10 @@ class PoolLease(Generic[T]):
         if self._used:
             raise PoolError("this lease was already used; call pool.acquire() for each acquire")
         self._used = True
-        return self._pool._acquire(self._timeout, self._stack)
+        limit = self._timeout
+        if limit is None or limit == math.inf:
+            return self._pool._acquire(self._stack, checkpoint=True)
+        return self._pool._acquire_within(limit, self._stack)
 
     def __await__(self) -> Generator[Any, None, T]:
         """Acquire the object; you must :meth:`ObjectPool.release` it."""
@@ -352,13 +355,13 @@ class ObjectPool(Generic[T]):
         stack = _capture_stack() if self._core.leak_threshold is not None else None
         return PoolLease(self, timeout, stack)
 
-    async def _acquire(self, limit: float | None, stack: object) -> T:
+    async def _acquire_within(self, limit: float, stack: object) -> T:
+        # The checkpoint comes before the deadline starts: timeout=0 still
+        # takes an idle object.
         if not self._fast_acquire:
             await anyio.lowlevel.checkpoint()
-        if limit is None or limit == math.inf:
-            return await self._get(stack)
         with anyio.move_on_after(limit):
-            return await self._get(stack)
+            return await self._acquire(stack, checkpoint=False)
         core = self._core
         core.record_timeout()
         label = f" {self.name!r}" if self.name else ""
@@ -368,8 +371,10 @@ class ObjectPool(Generic[T]):
             f"waiters={len(core.waiters)})"
         )
 
-    async def _get(self, stack: object) -> T:
-        """Ask the core; take what it gives, or park until a release hands it over."""
+    async def _acquire(self, stack: object, *, checkpoint: bool) -> T:
+        """Checkpoint, ask the core; take what it gives, or park until a release hands it over."""
+        if checkpoint and not self._fast_acquire:
+            await anyio.lowlevel.checkpoint()
         core = self._core
         if not self._filled:
             await self._fill(raise_errors=False)
