@@ -388,6 +388,11 @@ def _bad_ctor_cases() -> list[tuple[dict[str, Any], type[Exception], str]]:
         ({"close": 1}, TypeError, "close"),
         ({"creation_gate": 1}, TypeError, "creation_gate"),
         ({"hook_timeout": 0}, ValueError, "hook_timeout"),
+        ({"hook_timeout": None}, TypeError, "hook_timeout"),
+        ({"hook_timeout": math.inf}, ValueError, "hook_timeout"),
+        ({"close_timeout": math.nan}, ValueError, "close_timeout"),
+        ({"fast_acquire": 1}, TypeError, "fast_acquire"),
+        ({"rng": 7}, TypeError, "rng"),
         ({"close_timeout": -1}, ValueError, "close_timeout"),
         ({"name": 3}, TypeError, "name"),
         ({"clock": None}, TypeError, "clock"),
@@ -449,3 +454,25 @@ async def test_seed_004_acquire_release_usage() -> None:
     finally:
         await pool.release(obj)
     assert pool.stats().idle == 1
+
+
+@on_both_backends(mock_clock=True)
+async def test_a_refused_argument_changes_nothing() -> None:
+    pool = ObjectPool(Maker(), max_size=2)
+    obj = await pool.acquire()
+    before = pool.stats()
+    with pytest.raises(ValueError, match=r"timeout.*-1"):
+        pool.acquire(timeout=-1)
+    with pytest.raises(ValueError, match=r"keep.*-1"):
+        await pool.trim(-1)
+    with pytest.raises(TypeError, match=r"timeout.*'soon'"):
+        await pool.aclose(timeout="soon")  # type: ignore[arg-type]
+    assert pool.stats() == before and not pool.closed
+    await pool.release(obj)
+    await pool.aclose()
+
+
+def test_sleep_is_refused_as_a_timer_and_warned_about() -> None:
+    """Timeouts always run on the event loop's clock; ``sleep=`` is ignored, loudly."""
+    with pytest.warns(DeprecationWarning, match="sleep"):
+        ObjectPool(Maker(), sleep=lambda s: None)

@@ -577,3 +577,76 @@ async def test_cancelled_middle_waiter_leaves_the_queue_in_order() -> None:
     assert got == [0, 2]
     assert pool.stats().waiters_peak == 3
     _assert_clean(pool)
+
+
+# -- trim ----------------------------------------------------------------------------------
+
+
+def _trim_pool(maker: Maker, started: anyio.Event) -> ObjectPool[list[int]]:
+    async def close(obj: list[int]) -> None:
+        started.set()
+        await anyio.sleep(0.2)
+        maker.close(obj)
+
+    return ObjectPool(maker, max_size=3, close=close)
+
+
+@on_both_backends(mock_clock=True)
+async def test_cancelled_trim_still_closes_what_it_removed() -> None:
+    maker, started = Maker(), anyio.Event()
+    pool = _trim_pool(maker, started)
+    objs = [await pool.acquire() for _ in range(3)]
+    for obj in objs:
+        await pool.release(obj)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pool.trim, 0)
+        await started.wait()
+        tg.cancel_scope.cancel()
+    assert sorted(maker.closed) == sorted(objs)  # shielded: every close ran
+    _assert_clean(pool)
+    assert pool.stats().size == 0
+
+
+@on_both_backends(mock_clock=True)
+async def test_timed_out_trim_still_closes_what_it_removed() -> None:
+    maker, started = Maker(), anyio.Event()
+    pool = _trim_pool(maker, started)
+    objs = [await pool.acquire() for _ in range(2)]
+    for obj in objs:
+        await pool.release(obj)
+    with anyio.move_on_after(0.05):
+        await pool.trim(0)
+    assert sorted(maker.closed) == sorted(objs)
+    _assert_clean(pool)
+    assert pool.stats().size == 0
+
+
+# -- the lease is spent whatever happens ----------------------------------------------------
+
+
+@on_both_backends(mock_clock=True)
+async def test_timed_out_lease_is_spent() -> None:
+    pool = ObjectPool(Maker(), max_size=1)
+    held = await pool.acquire()
+    lease = pool.acquire(timeout=0.05)
+    with pytest.raises(PoolExhaustedError):
+        await lease
+    with pytest.raises(PoolError, match="already used"):
+        await lease
+    _assert_clean(pool, in_use=1)
+    await pool.release(held)
+
+
+@on_both_backends(mock_clock=True)
+async def test_cancelled_async_with_lease_is_spent() -> None:
+    pool = ObjectPool(Maker(), max_size=1)
+    held = await pool.acquire()
+    lease = pool.acquire()
+    with anyio.move_on_after(0.05):
+        async with lease:
+            pytest.fail("acquired an object that is held")  # pragma: no cover
+    with pytest.raises(PoolError, match="already used"):
+        async with lease:
+            pass  # pragma: no cover
+    _assert_clean(pool, in_use=1)
+    await pool.release(held)
