@@ -19,6 +19,8 @@ class TableMachine(RuleBasedStateMachine):
         self.counter = 0
         self.sizes: dict[str, int] = {}
         self.leases: dict[str, int] = {}
+        self.pins: dict[str, int] = {}  # in-flight updates
+        self.rejected = 0
         self.expired = 0
         self.ended = 0
         self.peak_bytes = 0
@@ -36,6 +38,7 @@ class TableMachine(RuleBasedStateMachine):
         self.table.add(_Entry(sid, {}, nbytes, self.now))
         self.sizes[sid] = nbytes
         self.leases[sid] = 0
+        self.pins[sid] = 0
         self.peak_bytes = max(self.peak_bytes, sum(self.sizes.values()))
 
     @rule(seconds=st.sampled_from([0.0, 1.0, 5.0, 30.0]))
@@ -73,12 +76,35 @@ class TableMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.sizes)
     @rule(data=st.data())
+    def pin(self, data: st.DataObject) -> None:
+        entry = self._pick(data)
+        self.table.pin(entry)
+        self.pins[entry.session_id] += 1
+
+    @precondition(lambda self: any(self.pins.values()))
+    @rule(data=st.data())
+    def unpin(self, data: st.DataObject) -> None:
+        sid = data.draw(st.sampled_from(sorted(s for s, n in self.pins.items() if n)))
+        entry = self.table.get(sid)
+        assert entry is not None
+        self.table.unpin(entry, self.now)
+        self.pins[sid] -= 1
+        assert entry.last_access == self.now  # idle time starts again
+
+    @rule()
+    def reject(self) -> None:
+        self.table.reject()
+        self.rejected += 1
+
+    @precondition(lambda self: self.sizes)
+    @rule(data=st.data())
     def end(self, data: st.DataObject) -> None:
         entry = self._pick(data)
         self.table.remove(entry, expired=False)
         assert entry.ended
         del self.sizes[entry.session_id]
         del self.leases[entry.session_id]
+        del self.pins[entry.session_id]
         self.ended += 1
 
     @rule(min_idle=st.sampled_from([0.0, 1.0, 10.0]), max_count=st.none() | st.integers(0, 3))
@@ -93,9 +119,11 @@ class TableMachine(RuleBasedStateMachine):
             assert len(found) == len(eligible)
         for entry in found:
             assert self.leases[entry.session_id] == 0, "a leased session was offered for expiry"
+            assert self.pins[entry.session_id] == 0, "a session being updated was offered"
             self.table.remove(entry, expired=True)
             del self.sizes[entry.session_id]
             del self.leases[entry.session_id]
+            del self.pins[entry.session_id]
             self.expired += 1
 
     @invariant()
@@ -106,6 +134,7 @@ class TableMachine(RuleBasedStateMachine):
         assert table.leased == sum(1 for n in self.leases.values() if n)
         assert table.expired == self.expired and table.ended == self.ended
         assert table.created == self.counter
+        assert table.rejected_updates == self.rejected
         assert table.peak_bytes == self.peak_bytes
         assert table.peak_sessions >= len(table)
 

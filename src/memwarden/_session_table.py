@@ -111,6 +111,22 @@ class _SessionTable:
         if entry.leases == 0 and not entry.ended:
             self.leased -= 1
 
+    def pin(self, entry: _Entry) -> None:
+        """An update is in flight: the session must not expire until :meth:`unpin`."""
+        entry.busy += 1
+
+    def unpin(self, entry: _Entry, now: float) -> None:
+        """The update finished (or failed): idle time starts again from ``now``."""
+        if entry.busy <= 0:
+            raise AssertionError(f"session {entry.session_id!r} is not pinned")
+        entry.busy -= 1
+        if not entry.ended:
+            self.touch(entry, now)
+
+    def reject(self) -> None:
+        """Count a create or update refused for its size."""
+        self.rejected_updates += 1
+
     def remove(self, entry: _Entry, *, expired: bool) -> None:
         del self._entries[entry.session_id]
         entry.ended = True

@@ -234,7 +234,7 @@ class SessionManager:
         await anyio.lowlevel.checkpoint()
         nbytes = self._measure(data)
         if nbytes > self._max_bytes:
-            self._table.rejected_updates += 1
+            self._table.reject()
             raise SessionMemoryError(
                 f"new session: data of {nbytes} bytes ({format_size(nbytes)}) exceeds "
                 f"max_session_bytes={self._max_bytes} ({format_size(self._max_bytes)})"
@@ -265,7 +265,7 @@ class SessionManager:
         entry = self._live(session_id)
         if entry is None:
             raise SessionNotFoundError(f"no live session {_label(session_id)}")
-        entry.busy += 1  # an in-flight update pins the session against expiry
+        self._table.pin(entry)  # an in-flight update pins the session against expiry
         try:
             if entry.lock is None:
                 entry.lock = anyio.Lock()
@@ -275,7 +275,7 @@ class SessionManager:
                 merged = {**entry.data, **data}
                 nbytes = self._measure(merged)
                 if nbytes > self._max_bytes:
-                    self._table.rejected_updates += 1
+                    self._table.reject()
                     raise SessionMemoryError(
                         f"session {_label(session_id)}: update to {nbytes} bytes "
                         f"({format_size(nbytes)}) exceeds max_session_bytes="
@@ -286,9 +286,7 @@ class SessionManager:
                     await self._charge(entry, nbytes)
                 self._table.resize(entry, merged, nbytes)
         finally:
-            entry.busy -= 1
-            if not entry.ended:
-                self._table.touch(entry, self._clock())
+            self._table.unpin(entry, self._clock())
 
     def get_session(self, session_id: str) -> SessionData | None:
         """Return a snapshot of the session and mark it accessed, or ``None``.
