@@ -72,7 +72,7 @@ def test_capacity_from_config_and_detected_limit(monkeypatch: pytest.MonkeyPatch
         ({"capacity": "1GiB"}, TypeError, "capacity"),
         ({"capacity": 10, "history": -1}, ValueError, "history"),
         ({"capacity": 10, "history": 2.0}, TypeError, "history"),
-        ({"capacity": 10, "clock": 3}, TypeError, "clock"),
+        ({"capacity": 10, "clock": 3}, TypeError, "clock.*int 3"),
         ({"capacity": math.inf}, TypeError, "capacity.*inf"),
         ({"capacity": math.nan}, TypeError, "capacity.*nan"),
         ({"capacity": 10, "history": True}, TypeError, "history.*True"),
@@ -81,7 +81,7 @@ def test_capacity_from_config_and_detected_limit(monkeypatch: pytest.MonkeyPatch
         ({"capacity": 10, "fast_acquire": None}, TypeError, "fast_acquire.*None"),
         ({"capacity": 10, "monitor": object()}, TypeError, "monitor"),
         ({"capacity": 10, "gc_controller": object()}, TypeError, "gc_controller"),
-        ({"config": {"capacity": 10}}, TypeError, "config"),
+        ({"config": {"capacity": 10}}, TypeError, "config.*dict.*capacity"),
     ],
 )
 def test_constructor_rejects_bad_input(
@@ -187,7 +187,7 @@ async def test_zero_bytes_is_granted_at_once_even_with_waiters() -> None:
 async def test_release_rejects_foreign_allocations_and_wrong_types() -> None:
     mine, theirs = MemoryManager(100), MemoryManager(100)
     foreign = await theirs.acquire(5, key="theirs")
-    with pytest.raises(ValueError, match="another MemoryManager") as info:
+    with pytest.raises(ValueError, match=r"allocation_or_key=.*another MemoryManager") as info:
         mine.release(foreign)
     assert "theirs" in str(info.value)
     assert theirs.current_usage == 5 and not foreign.released
@@ -219,8 +219,8 @@ BAD_REQUESTS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"nbytes": 1, "timeout": True}, TypeError, r"timeout.*True"),
     ({"nbytes": 1, "timeout": "1"}, TypeError, r"timeout.*'1'"),
     ({"nbytes": 1, "evictable": 1}, TypeError, r"evictable.*1"),
-    ({"nbytes": 1, "evictable": True, "on_evict": 5}, TypeError, r"on_evict"),
-    ({"nbytes": 1, "on_evict": print}, ValueError, r"on_evict.*evictable"),
+    ({"nbytes": 1, "evictable": True, "on_evict": 5}, TypeError, r"on_evict.*int 5"),
+    ({"nbytes": 1, "on_evict": print}, ValueError, r"on_evict=.*print.*evictable=False"),
 ]
 
 
@@ -765,7 +765,7 @@ async def test_optimize_evicts_low_priority_and_runs_cleanups(
     assert manager.get_stats().evictions == 1
     assert await manager.optimize(below=Priority.HIGH) >= 100
     assert normal.released
-    with pytest.raises(TypeError, match="callback"):
+    with pytest.raises(TypeError, match=r"callback.*int 42"):
         manager.register_cleanup_callback(42)  # type: ignore[arg-type]
 
 

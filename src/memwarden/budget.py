@@ -196,7 +196,9 @@ class MemoryManager:
             from .config import WardenConfig
 
             if not isinstance(config, WardenConfig):
-                raise TypeError(f"config must be a WardenConfig, got {type(config).__name__}")
+                raise TypeError(
+                    f"config must be a WardenConfig, got {type(config).__name__} {config!r}"
+                )
         if monitor is not None and not callable(getattr(monitor, "add_listener", None)):
             raise TypeError(
                 f"monitor must be a PressureMonitor (it needs add_listener), got "
@@ -212,7 +214,7 @@ class MemoryManager:
             )
         check_int("history", history)
         if not callable(clock):
-            raise TypeError(f"clock must be callable, got {type(clock).__name__}")
+            raise TypeError(f"clock must be callable, got {type(clock).__name__} {clock!r}")
         if fast_acquire is not False and fast_acquire is not True:
             raise TypeError(
                 f"fast_acquire must be a bool, got {type(fast_acquire).__name__} {fast_acquire!r}"
@@ -328,9 +330,13 @@ class MemoryManager:
         if on_evict is None:
             return Allocation(self._ledger, key, nbytes, priority, evictable, None, timeout)
         if not callable(on_evict):
-            raise TypeError(f"on_evict must be callable, got {type(on_evict).__name__}")
+            raise TypeError(
+                f"on_evict must be callable, got {type(on_evict).__name__} {on_evict!r}"
+            )
         if not evictable:
-            raise ValueError("on_evict was given but evictable=False: it could never be called")
+            raise ValueError(
+                f"on_evict={on_evict!r} was given but evictable=False: it could never be called"
+            )
         allocation = Allocation(self._ledger, key, nbytes, priority, evictable, on_evict, timeout)
         # An async on_evict runs on the loop that asked (None outside one: found at eviction).
         allocation._home = _backend.current_or_none()
@@ -376,7 +382,7 @@ class MemoryManager:
         if isinstance(allocation_or_key, Allocation):
             if allocation_or_key._owner is not self._ledger:
                 raise ValueError(
-                    f"allocation {allocation_or_key!r} belongs to another MemoryManager"
+                    f"allocation_or_key={allocation_or_key!r} belongs to another MemoryManager"
                 )
             return self._ledger.release(allocation_or_key)
         if isinstance(allocation_or_key, str):
@@ -463,7 +469,9 @@ class MemoryManager:
         An int it returns counts as bytes freed. Raises ``TypeError`` if not callable.
         """
         if not callable(callback):
-            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+            raise TypeError(
+                f"callback must be callable, got {type(callback).__name__} {callback!r}"
+            )
         self._cleanups.append(callback)
 
     async def optimize(self, *, below: int = Priority.NORMAL, needed: int | None = None) -> int:
