@@ -17,8 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import anyio
-import psutil
 
+from ._rss import process_rss
 from .budget import Allocation, MemoryManager, Priority
 from .errors import AllocationTimeoutError
 from .pressure import PressureLevel, PressureMonitor, PressureThresholds
@@ -94,7 +94,6 @@ async def run_demo(
 ) -> DemoReport:
     """Run the demo and return its report; lines are printed (or appended to ``out``)."""
     rng = random.Random(seed)
-    process = psutil.Process()
 
     def emit(line: str) -> None:
         if out is None:
@@ -103,7 +102,7 @@ async def run_demo(
             out.append(line)
 
     # A full budget is ~91% of the limit: busy moments visit MEDIUM and HIGH.
-    probe = _WorkingSetProbe(process.memory_info().rss, budget + budget // 10)
+    probe = _WorkingSetProbe(process_rss() or 0, budget + budget // 10)
     thresholds = PressureThresholds(medium=0.5, high=0.8, critical=0.97)
     monitor = PressureMonitor(probe, interval=interval, thresholds=thresholds, use_psi=False)
     manager = MemoryManager(budget, monitor=monitor)
@@ -175,7 +174,7 @@ async def run_demo(
 
     async def watch_rss() -> None:
         while True:
-            report.peak_rss = max(report.peak_rss, process.memory_info().rss)
+            report.peak_rss = max(report.peak_rss, process_rss() or 0)
             await anyio.sleep(interval)
 
     emit(
