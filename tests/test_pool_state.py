@@ -1,10 +1,15 @@
-"""Hypothesis state machine over the synchronous pool core (memwarden._pool_core).
+"""Hypothesis state machine over the synchronous pool core (memwarden._pool_core),
+and a model check of whole pools.
 
 The machine plays every caller of the core: acquirers that are granted an
 object, a creation slot or a place in the queue; factories that succeed, fail
 or are cancelled; waiters that are woken or cancelled; releases with and
 without a reset step; validation failures; trim, reap and close. After every
 step it checks the invariants the async layer relies on.
+
+The model check drives real pools (each configuration, on asyncio and trio)
+through random single-task sequences of acquires, releases and misuse, and
+compares every statistic with a plain count after each step.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import anyio
 import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -34,7 +41,8 @@ from memwarden._pool_core import (
     PoolCore,
     Waiter,
 )
-from memwarden.errors import PoolClosedError, PoolError
+from memwarden.errors import PoolClosedError, PoolError, PoolExhaustedError
+from memwarden.pool import ObjectPool
 
 
 class _Flag:
@@ -403,3 +411,112 @@ def test_lifetime_jitter_spreads_and_bounds_expiry() -> None:
     assert all(90.0 <= e <= 100.0 for e in expiries)
     assert len(set(expiries)) == len(expiries)
     assert max(expiries) - min(expiries) > 5.0
+
+
+# -- whole pools against a model ----------------------------------------------------------
+
+CONFIGS: list[tuple[str, dict[str, Any]]] = [
+    ("plain", {}),
+    ("min_size", {"min_size": 2}),
+    ("reset", {"reset": lambda obj: None}),
+    ("validate", {"validate": lambda obj: True}),
+    ("lifetime", {"max_lifetime": 1e9}),
+    ("fast_acquire", {"fast_acquire": True}),
+]
+
+OPS = st.lists(
+    st.one_of(
+        st.just(("await",)),
+        st.just(("with",)),
+        st.tuples(st.just("release"), st.integers(0, 7)),
+        st.tuples(st.just("twice"), st.integers(0, 7)),
+        st.just(("foreign",)),
+        st.just(("trim",)),
+        st.just(("keep",)),
+        st.tuples(st.just("use_kept"), st.integers(0, 7)),
+    ),
+    max_size=30,
+)
+
+
+async def _run_model(config: dict[str, Any], ops: list[tuple[Any, ...]]) -> None:
+    made: list[list[int]] = []
+
+    def factory() -> list[int]:
+        obj = [len(made)]
+        made.append(obj)
+        return obj
+
+    pool: ObjectPool[list[int]] = ObjectPool(factory, max_size=4, **config)
+    held: list[list[int]] = []
+    released_objs: list[list[int]] = []
+    kept: list[Any] = []  # leases taken and not yet used
+    acquired = released = peak = 0
+
+    def check() -> None:
+        stats = pool.stats()
+        assert stats.in_use == len(held)
+        assert stats.acquired == acquired and stats.released == released
+        assert stats.in_use_peak == peak
+        assert stats.size == stats.idle + stats.in_use <= 4
+        assert stats.waiters == stats.pending == 0
+        assert len({id(o) for o in held}) == len(held), "an object was lent twice"
+
+    for op in ops:
+        kind = op[0]
+        if kind in ("await", "with"):
+            if len(held) == 4:
+                with pytest.raises(PoolExhaustedError):
+                    await pool.acquire(timeout=0)
+                continue
+            if kind == "await":
+                obj = await pool.acquire()
+                acquired += 1
+                held.append(obj)
+                peak = max(peak, len(held))
+            else:
+                async with pool.acquire() as obj:
+                    acquired += 1
+                    held.append(obj)
+                    peak = max(peak, len(held))
+                    check()
+                    held.remove(obj)
+                released += 1
+                released_objs.append(obj)
+        elif kind == "release" and held:
+            obj = held.pop(op[1] % len(held))
+            await pool.release(obj)
+            released += 1
+            released_objs.append(obj)
+        elif kind == "twice" and released_objs:
+            obj = released_objs[op[1] % len(released_objs)]
+            if not any(o is obj for o in held):
+                with pytest.raises(PoolError):
+                    await pool.release(obj)
+        elif kind == "foreign":
+            with pytest.raises(PoolError):
+                await pool.release([0])
+        elif kind == "trim":
+            await pool.trim(0)
+        elif kind == "keep":
+            kept.append(pool.acquire())
+        elif kind == "use_kept" and kept and len(held) < 4:
+            async with kept.pop(op[1] % len(kept)) as obj:
+                acquired += 1
+                peak = max(peak, len(held) + 1)
+            released += 1
+            released_objs.append(obj)
+        check()
+    for obj in held:
+        await pool.release(obj)
+    await pool.aclose()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize(("name", "config"), CONFIGS, ids=[c[0] for c in CONFIGS])
+@settings(max_examples=30, deadline=None)
+@given(ops=OPS)
+def test_whole_pools_match_the_model(
+    backend: str, name: str, config: dict[str, Any], ops: Any
+) -> None:
+    anyio.run(_run_model, config, ops, backend=backend)
