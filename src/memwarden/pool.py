@@ -222,7 +222,8 @@ class ObjectPool(Generic[T]):
     wait times and leak ages; timeouts always run on the event loop's clock.
     ``fast_acquire=True`` makes an acquire that finds an idle object complete
     without yielding to other tasks (like anyio's ``Lock(fast_acquire=True)``);
-    by default every acquire is a checkpoint.
+    by default every acquire is a checkpoint. ``sleep`` is accepted for
+    compatibility and ignored, with a ``DeprecationWarning``.
 
     Raises ``TypeError``/``ValueError`` for bad arguments (the message names
     the argument and its value).
