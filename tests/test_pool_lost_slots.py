@@ -181,3 +181,37 @@ async def test_cancel_scope_while_an_expired_object_closes_frees_the_slot() -> N
     await closed.wait()
     await wait_for_closes(pool)
     assert pool.stats().closing == 0
+
+
+# -- acquire cancelled at its checkpoint, after the core granted it ---------------------
+
+
+async def test_task_cancel_at_the_acquire_checkpoint_gives_the_grant_back() -> None:
+    pool = ObjectPool(Maker(), max_size=1)
+    obj = await pool.acquire()
+    await pool.release(obj)
+
+    async def take() -> list[int]:
+        return await pool.acquire()
+
+    task = asyncio.create_task(take())
+    await asyncio.sleep(0)  # the task is granted the idle object, then yields
+    assert pool.stats().in_use == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    stats = pool.stats()
+    assert (stats.idle, stats.in_use, stats.acquired) == (1, 0, 1), stats
+    await _still_lends(pool)
+
+
+@on_both_backends(mock_clock=True)
+async def test_cancelled_creation_grant_at_the_checkpoint_frees_the_slot() -> None:
+    pool = ObjectPool(Maker(), max_size=1)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await pool.acquire()  # granted a creation slot, cancelled at the checkpoint
+    assert scope.cancelled_caught
+    assert_nothing_leaked(pool)
+    assert pool.stats().size == 0
+    await _still_lends(pool)

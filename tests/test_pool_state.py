@@ -132,8 +132,9 @@ class PoolCoreMachine(RuleBasedStateMachine):
 
     # -- acquire -----------------------------------------------------------------------
 
-    @rule()
-    def acquire(self) -> None:
+    @rule(cancelled=st.booleans())
+    def acquire(self, cancelled: bool) -> None:
+        """An acquire; ``cancelled``: its checkpoint after an immediate grant raises."""
         core = self.core
         if core.closed:
             with pytest.raises(PoolClosedError):
@@ -149,6 +150,11 @@ class PoolCoreMachine(RuleBasedStateMachine):
             waiter: Waiter[list[int]] = Waiter(flag.set)
             core.park(waiter)
             self.parked.append((waiter, flag))
+        elif cancelled:
+            assert not had_waiters  # no barging
+            self.in_use_seen = max(self.in_use_seen, core.in_use)
+            core.give_back(kind, entry, self.now)
+            self._collect_woken()
         else:
             assert not had_waiters  # no barging
             self._take(kind, entry)

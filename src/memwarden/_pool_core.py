@@ -317,6 +317,14 @@ class PoolCore(Generic[T]):
             if waiter in self.waiters:
                 self.waiters.remove(waiter)
             return None
+        return self.give_back(kind, entry, now)
+
+    def give_back(self, kind: int, entry: Entry[T] | None, now: float) -> Entry[T] | None:
+        """Undo a grant (``kind``, ``entry``) its acquirer was cancelled before using.
+
+        The object or the creation slot passes to the next waiter. Returns an
+        entry the caller must close (it expired, or the pool closed).
+        """
         if kind == CREATE:
             self.creation_aborted()
             return None

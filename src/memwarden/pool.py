@@ -373,9 +373,12 @@ class ObjectPool(Generic[T]):
         )
 
     async def _acquire(self, stack: object, *, checkpoint: bool) -> T:
-        """Checkpoint, ask the core; take what it gives, or park until a release hands it over."""
-        if checkpoint and not self._fast_acquire:
-            await anyio.lowlevel.checkpoint()
+        """Ask the core; take what it gives, or park until a release hands it over.
+
+        As in trio's ``_sync.py``: parking is the checkpoint of a contended
+        acquire; one that is served at once checkpoints afterwards and, if
+        that raises, gives the grant back through the core.
+        """
         core = self._core
         if not self._filled:
             await self._fill(raise_errors=False)
@@ -384,6 +387,14 @@ class ObjectPool(Generic[T]):
             self._close_later(expired)
         if kind == PARK:
             kind, entry = await self._park()
+        elif checkpoint and not self._fast_acquire:
+            try:
+                await anyio.lowlevel.checkpoint()
+            except BaseException:
+                leftover = core.give_back(kind, entry, self._clock())
+                if leftover is not None:
+                    self._close_later([leftover])
+                raise
         while kind == CHECK:
             assert entry is not None
             if await self._check(entry):
