@@ -520,6 +520,22 @@ async def test_monitor_async_function(clock: ManualClock) -> None:
 
 
 @on_both
+async def test_monitor_a_memoized_async_function_awaits_it() -> None:
+    from memwarden import memoize
+
+    @monitor_function_memory(name="memoized-fetch")
+    @memoize(capacity=4)
+    async def fetch(n: int) -> bytes:
+        await anyio.lowlevel.checkpoint()
+        return bytes(n)
+
+    assert inspect.iscoroutinefunction(fetch)
+    assert await fetch(10) == bytes(10)
+    stats = get_function_stats("memoized-fetch")
+    assert stats is not None and stats.calls == 1
+
+
+@on_both
 async def test_monitor_async_overlapping_calls_are_flagged() -> None:
     gate = anyio.Event()
 

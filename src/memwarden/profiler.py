@@ -862,7 +862,11 @@ def monitor_function_memory(
         if not callable(target):
             raise TypeError(f"func must be callable, got {type(target).__name__} {target!r}")
         key = name or f"{target.__module__}.{target.__qualname__}"
-        if inspect.iscoroutinefunction(target):
+        # An object whose __call__ is a coroutine function (a memoized async
+        # function, a class-based endpoint) is awaited like one.
+        if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+            type(target).__call__
+        ):
             async_target: Callable[P, Coroutine[Any, Any, Any]] = target
 
             @functools.wraps(target)
