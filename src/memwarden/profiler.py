@@ -867,7 +867,7 @@ def monitor_function_memory(
         if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
             type(target).__call__
         ):
-            async_target: Callable[P, Coroutine[Any, Any, Any]] = target
+            async_target = cast(Callable[P, Coroutine[Any, Any, Any]], target)
 
             @functools.wraps(target)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
