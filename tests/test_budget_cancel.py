@@ -234,8 +234,9 @@ async def test_timed_out_head_serves_the_rest() -> None:
     got: list[Allocation] = []
 
     async def big() -> None:
+        # Long enough (on asyncio's real clock) for `small` to queue behind it first.
         with pytest.raises(AllocationTimeoutError):
-            await manager.acquire(90, timeout=0.02)
+            await manager.acquire(90, timeout=0.2)
 
     async def small() -> None:
         got.append(await manager.acquire(30))
