@@ -312,7 +312,6 @@ class Warden:
             raise ValueError(f"a pool named {name!r} already exists")
         kw.setdefault("creation_gate", self._creation_gate)
         kw.setdefault("clock", self._clock)
-        kw.setdefault("sleep", self._sleep)
         pool: ObjectPool[T] = ObjectPool(factory, max_size=max_size, name=name, **kw)
         self.pools[name] = pool
         self.loader.register_stats_provider(f"pool:{name}", "pool", lambda: _pool_figures(pool))
