@@ -117,7 +117,7 @@ class Subscription(Generic[T]):
         self._lock = lock
         self._capacity = capacity
         self._accept = accept
-        # maxlen makes a full buffer drop its oldest item inside append().
+        # maxlen makes a full buffer drop its oldest item inside append(), atomically.
         self._buffer: deque[T] = deque(maxlen=capacity)
         # One wake-up per parked receiver, taken (and woken) by the next push or end.
         self._parked: _Wakeups = []
@@ -158,7 +158,7 @@ class Subscription(Generic[T]):
             if size > self.peak_pending:
                 self.peak_pending = size
         buffer.append(item)
-        return self._take_parked_locked()
+        return self._take_parked_locked() if self._parked else None
 
     def _end_locked(self, error: BaseException | None = None) -> _Wakeups | None:
         self._ended = True
@@ -186,6 +186,12 @@ class Subscription(Generic[T]):
         ``anyio.BrokenResourceError`` (from the filter's exception) when this
         subscription's ``accept`` filter raised.
         """
+        # deque documents its appends and pops as thread-safe, so an item is
+        # taken without the lock; close() empties the buffer before it ends it.
+        try:
+            return self._buffer.popleft()
+        except IndexError:
+            pass
         with self._lock:
             if self._closed:
                 raise anyio.ClosedResourceError
