@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -178,3 +179,58 @@ def test_read_statm_rss_parses_pages(tmp_path: os.PathLike[str]) -> None:
         assert _rss.read_statm_rss(fd) is None
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_checkpoint_honours_a_cancelled_scope_and_lets_others_run(backend: str) -> None:
+    async def main() -> None:
+        loop = _backend.current()
+        ran = False
+
+        async def other() -> None:
+            nonlocal ran
+            ran = True
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(other)
+            await loop.checkpoint()
+            # asyncio runs ready tasks in order; trio's scheduler may defer one a round.
+            assert ran or backend == "trio"
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await loop.checkpoint()
+            raise AssertionError("a cancelled scope must raise at the checkpoint")
+        assert scope.cancelled_caught
+
+    _run(backend, main)
+
+
+def test_trio_guest_run_on_an_asyncio_host_gets_the_trio_backend() -> None:
+    """In guest mode trio tasks run inside asyncio callbacks: still trio, not the host."""
+    import asyncio
+
+    import trio
+
+    async def trio_main() -> str:
+        found = _backend.current()
+        parking = found.park()
+        parking.wake()
+        await parking.wait()
+        return found.name
+
+    async def host() -> tuple[str, str]:
+        host_name = _backend.current().name
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+
+        def finished(outcome: Any) -> None:
+            done.set_result(outcome.unwrap())
+
+        trio.lowlevel.start_guest_run(
+            trio_main,
+            run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            done_callback=finished,
+        )
+        return host_name, await done
+
+    assert asyncio.run(host()) == ("asyncio", "trio")

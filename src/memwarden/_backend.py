@@ -10,9 +10,22 @@ shutting down, must never do. So this module uses each library's own public
 wake-up, ``loop.call_soon_threadsafe`` on asyncio and ``TrioToken.run_sync_soon``
 on trio, and anyio for everything else.
 
-The backend is chosen once per event loop and kept in an
-``anyio.lowlevel.RunVar``, so an object created under one loop and later used
-under another (asyncio, then trio) finds the right backend each time.
+The backend is chosen once per event loop and looked up on every call, so an
+object created under one loop and later used under another (asyncio, then
+trio) finds the right backend each time. The lookup sits on every acquire, so
+it must cost less than the acquire: each thread remembers the backend of the
+loop it last ran, and checks it against the running loop. Inside an asyncio
+task that check is ``asyncio.current_task()`` and ``get_running_loop()``, two C
+calls; anywhere else (trio, including trio's guest mode on top of an asyncio
+loop, where no asyncio task runs) sniffio names the library and trio's token
+is compared. ``anyio.lowlevel.RunVar`` and ``sniffio.current_async_library()``
+each cost about as much as a whole ``sleep(0)`` checkpoint on asyncio (sniffio
+imports ``current_task`` on every call), which made an uncontended pool
+acquire twice as slow as an ``asyncio.Queue`` pool that checkpoints.
+
+``Backend.checkpoint()`` is what ``anyio.lowlevel.checkpoint()`` does on that
+loop (``asyncio.sleep(0)``, ``trio.lowlevel.checkpoint()``) without finding
+the library again.
 """
 
 from __future__ import annotations
@@ -24,7 +37,6 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import anyio.lowlevel
 import sniffio
 
 __all__ = ["Backend", "Parking", "current", "current_or_none"]
@@ -54,6 +66,10 @@ class Backend:
 
     def park(self) -> Parking:
         """A fresh one-shot wake-up for a task of this loop (call from the loop's thread)."""
+        raise NotImplementedError
+
+    def checkpoint(self) -> Awaitable[None]:
+        """Honour a cancelled scope and let other tasks run, as ``anyio.lowlevel.checkpoint()``."""
         raise NotImplementedError
 
     def call_soon(self, fn: Callable[..., object], *args: Any) -> None:
@@ -115,14 +131,17 @@ class _Asyncio(Backend):
 
     name = "asyncio"
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop
         # asyncio holds tasks weakly: keep background tasks until they finish.
         self.tasks: set[asyncio.Task[None]] = set()
 
     def park(self) -> Parking:
         return _AsyncioParking(self)
+
+    def checkpoint(self) -> Awaitable[None]:
+        return asyncio.sleep(0)
 
     def call_soon(self, fn: Callable[..., object], *args: Any) -> None:
         self.loop.call_soon_threadsafe(fn, *args)
@@ -160,14 +179,17 @@ class _Trio(Backend):
 
     name = "trio"
 
-    def __init__(self) -> None:
-        import trio
-
+    def __init__(self, token: Any) -> None:
         super().__init__()
-        self.token = trio.lowlevel.current_trio_token()
+        self.token = token
 
     def park(self) -> Parking:
         return _TrioParking(self)
+
+    async def checkpoint(self) -> None:
+        import trio
+
+        await trio.lowlevel.checkpoint()
 
     def call_soon(self, fn: Callable[..., object], *args: Any) -> None:
         self.token.run_sync_soon(fn, *args)
@@ -178,22 +200,34 @@ class _Trio(Backend):
         trio.lowlevel.spawn_system_task(_guarded, fn, *args)
 
 
-_backend: anyio.lowlevel.RunVar[Backend] = anyio.lowlevel.RunVar("memwarden_backend")
+_local = threading.local()
 
 
 def current() -> Backend:
     """The running event loop's backend; ``RuntimeError`` when no event loop runs here."""
-    found = _backend.get(None)
-    if found is None:
-        library = sniffio.current_async_library()
-        if library == "trio":
-            found = _Trio()
-        elif library == "asyncio":
-            found = _Asyncio()
-        else:  # pragma: no cover - anyio supports only these two
-            raise RuntimeError(f"unsupported async library {library!r}")
-        _backend.set(found)
-    return found
+    local = _local
+    try:
+        in_task = asyncio.current_task() is not None
+    except RuntimeError:  # no asyncio loop runs in this thread
+        in_task = False
+    if in_task:
+        loop = asyncio.get_running_loop()
+        mine: _Asyncio | None = getattr(local, "asyncio", None)
+        if mine is None or mine.loop is not loop:
+            mine = local.asyncio = _Asyncio(loop)
+        return mine
+    library = sniffio.current_async_library()
+    if library == "trio":
+        import trio
+
+        token = trio.lowlevel.current_trio_token()
+        theirs: _Trio | None = getattr(local, "trio", None)
+        if theirs is None or theirs.token is not token:
+            theirs = local.trio = _Trio(token)
+        return theirs
+    if library == "asyncio":  # a callback of the loop, outside any task
+        return _Asyncio(asyncio.get_running_loop())
+    raise RuntimeError(f"unsupported async library {library!r}")  # pragma: no cover
 
 
 def current_or_none() -> Backend | None:

@@ -57,7 +57,6 @@ __all__ = ["Allocation", "MemoryManager", "MemoryStats", "Priority"]
 
 _log = logging.getLogger("memwarden.budget")
 
-_checkpoint = anyio.lowlevel.checkpoint
 
 
 class Priority(enum.IntEnum):
@@ -344,8 +343,10 @@ class MemoryManager:
 
     async def _acquire(self, allocation: Allocation) -> None:
         """Checkpoint, try the ledger's non-waiting grant, else park until it hands one over."""
+        backend = None
         if not self._fast_acquire:
-            await _checkpoint()
+            backend = _backend.current()
+            await backend.checkpoint()
         ledger = self._ledger
         if ledger.try_grant(allocation):
             return
@@ -353,7 +354,7 @@ class MemoryManager:
         if limit is not None and limit <= 0:  # timeout=0: only what can be granted now
             ledger.count_timeout()
             raise _timeout_error(allocation.nbytes, limit)
-        parking = _backend.current().park()
+        parking = (backend or _backend.current()).park()
         if ledger.enqueue(allocation, parking.wake):
             return
         try:

@@ -360,7 +360,7 @@ class ObjectPool(Generic[T]):
         # The checkpoint comes before the deadline starts: timeout=0 still
         # takes an idle object.
         if not self._fast_acquire:
-            await anyio.lowlevel.checkpoint()
+            await _backend.current().checkpoint()
         with anyio.move_on_after(limit):
             return await self._acquire(stack, checkpoint=False)
         core = self._core
@@ -389,7 +389,7 @@ class ObjectPool(Generic[T]):
             kind, entry = await self._park()
         elif checkpoint and not self._fast_acquire:
             try:
-                await anyio.lowlevel.checkpoint()
+                await _backend.current().checkpoint()
             except BaseException:
                 leftover = core.give_back(kind, entry, self._clock())
                 if leftover is not None:
