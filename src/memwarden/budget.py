@@ -58,7 +58,6 @@ __all__ = ["Allocation", "MemoryManager", "MemoryStats", "Priority"]
 _log = logging.getLogger("memwarden.budget")
 
 
-
 class Priority(enum.IntEnum):
     """Common request priorities; any ``int`` is accepted, higher is served first."""
 
