@@ -341,19 +341,25 @@ class MemoryManager:
         return allocation
 
     async def _acquire(self, allocation: Allocation) -> None:
-        """Checkpoint, try the ledger's non-waiting grant, else park until it hands one over."""
-        backend = None
-        if not self._fast_acquire:
-            backend = _backend.current()
-            await backend.checkpoint()
+        """Try the ledger's grant, then checkpoint; else park until it hands one over."""
         ledger = self._ledger
+        backend = _backend.current()
         if ledger.try_grant(allocation):
+            if not self._fast_acquire:
+                # The checkpoint after the grant, as trio's _sync.py: a cancelled
+                # scope raises here and the bytes go back through the ledger.
+                try:
+                    await backend.checkpoint()
+                except BaseException:
+                    ledger.cancel(allocation)
+                    raise
             return
         limit = allocation._timeout
         if limit is not None and limit <= 0:  # timeout=0: only what can be granted now
             ledger.count_timeout()
             raise _timeout_error(allocation.nbytes, limit)
-        parking = (backend or _backend.current()).park()
+        # Parking is the checkpoint of a contended acquire.
+        parking = backend.park()
         if ledger.enqueue(allocation, parking.wake):
             return
         try:
