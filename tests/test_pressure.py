@@ -377,3 +377,36 @@ def test_thresholds_used_by_monitor_are_custom(probe: StaticProbe, clock: Manual
     assert monitor.level is HIGH
     assert levels(events) == [(LOW, HIGH)]
     assert monitor.thresholds is custom
+
+
+def test_sample_listeners_see_every_sample_before_event_listeners() -> None:
+    probe = StaticProbe(used=10, limit=100)
+    monitor = PressureMonitor(probe)
+    seen: list[str] = []
+    remove = monitor.add_sample_listener(lambda sample: seen.append(f"sample {sample.used}"))
+    monitor.add_listener(lambda event: seen.append(f"event {event.level.label}"))
+    monitor.sample_now()  # LOW -> LOW: no event
+    probe.set(used=90, limit=100)
+    monitor.sample_now()  # LOW -> HIGH
+    assert seen == ["sample 10", "sample 90", "event high"]
+    remove()
+    remove()
+    monitor.sample_now()
+    assert len(seen) == 3
+
+
+def test_a_sample_listener_that_raises_is_removed() -> None:
+    monitor = PressureMonitor(StaticProbe(used=10, limit=100))
+    calls = 0
+
+    def broken(sample: object) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("boom")
+
+    monitor.add_sample_listener(broken)
+    monitor.sample_now()
+    monitor.sample_now()
+    assert calls == 1
+    with pytest.raises(TypeError, match="callback"):
+        monitor.add_sample_listener(5)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -289,6 +290,7 @@ class PressureMonitor:
         self._last_notified = -math.inf
         self._broadcaster: Broadcaster[PressureEvent] = Broadcaster()
         self._listeners: list[Callable[[PressureEvent], None]] = []
+        self._sample_listeners: list[Callable[[MemorySample], None]] = []
         self._samples = 0
         self._events = 0
         self._renotifications = 0
@@ -393,6 +395,8 @@ class PressureMonitor:
             self._last_sample = sample
             self._level = level
             self._samples += 1
+            if self._sample_listeners:
+                _call_each(self._sample_listeners, sample, "sample")
             if event is not None:
                 self._last_notified = now
                 self._events += 1
@@ -400,14 +404,20 @@ class PressureMonitor:
             return sample
 
     def _notify(self, event: PressureEvent) -> None:
-        for listener in tuple(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                _log.exception("removing pressure listener %r: it raised", listener)
-                with contextlib.suppress(ValueError):
-                    self._listeners.remove(listener)
+        _call_each(self._listeners, event, "pressure")
         self._broadcaster.publish(event)
+
+    def add_sample_listener(self, callback: Callable[[MemorySample], None]) -> Callable[[], None]:
+        """Call ``callback(sample)`` synchronously inside ``sample_now`` for every sample.
+
+        Sample listeners run before event listeners and subscriptions (a budget
+        updates its view of measured memory before anyone reacts to a level).
+        They run under the monitor's lock: never call ``sample_now`` from one.
+        Returns a function that removes the listener (idempotent). A listener
+        that raises is logged and removed. Raises ``TypeError`` if
+        ``callback`` is not callable.
+        """
+        return self._add(self._sample_listeners, callback)
 
     def add_listener(self, callback: Callable[[PressureEvent], None]) -> Callable[[], None]:
         """Call ``callback(event)`` synchronously inside ``sample_now`` for every event.
@@ -417,14 +427,17 @@ class PressureMonitor:
         listener that raises is logged on ``memwarden.pressure`` and removed.
         Raises ``TypeError`` if ``callback`` is not callable.
         """
+        return self._add(self._listeners, callback)
+
+    def _add(self, listeners: list[Any], callback: Callable[[Any], None]) -> Callable[[], None]:
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
         with self._lock:
-            self._listeners.append(callback)
+            listeners.append(callback)
 
         def remove() -> None:
             with self._lock, contextlib.suppress(ValueError):
-                self._listeners.remove(callback)
+                listeners.remove(callback)
 
         return remove
 
@@ -613,3 +626,13 @@ class PressureMonitor:
             f"<PressureMonitor level={self._level.label} interval={self._interval} "
             f"samples={self._samples} subscribers={self._broadcaster.subscribers}>"
         )
+
+
+def _call_each(listeners: list[Any], value: object, kind: str) -> None:
+    for listener in tuple(listeners):
+        try:
+            listener(value)
+        except Exception:
+            _log.exception("removing %s listener %r: it raised", kind, listener)
+            with contextlib.suppress(ValueError):
+                listeners.remove(listener)
