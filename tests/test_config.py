@@ -6,10 +6,11 @@ import dataclasses
 import json
 import math
 import pathlib
+import re
 
 import pytest
 
-from memwarden import ConfigError, MemoryConfig, PressureThresholds, WardenConfig
+from memwarden import ConfigError, MemoryConfig, PressureLevel, PressureThresholds, WardenConfig
 from memwarden.units import GiB, MiB
 
 
@@ -139,6 +140,8 @@ def _bad_values(field_type: str) -> list[object]:
         return [5, b"/tmp", "", 1.5]
     if field_type == "int | None":
         return [1.5, True, "1GiB"]
+    if field_type == "PressureLevel":
+        return ["extreme", 7, True, None, 1.5, PressureLevel.LOW]
     raise AssertionError(f"no bad values for {field_type}")
 
 
@@ -175,3 +178,105 @@ def test_state_dir_takes_a_path_and_stores_its_str(tmp_path: pathlib.Path) -> No
     assert WardenConfig(state_dir=tmp_path).state_dir == str(tmp_path)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="state_dir=5: must be None or a path"):
         WardenConfig(state_dir=5)  # type: ignore[arg-type]
+
+
+def test_defaults_of_the_governing_settings() -> None:
+    config = WardenConfig()
+    assert config.sessions_use_budget is True
+    assert config.session_budget_priority == 75
+    assert config.session_budget_timeout == 30.0
+    assert config.shed_level is PressureLevel.CRITICAL
+    assert config.monitor_min_dwell == 1.0
+    assert config.allocator_tuning is True
+    assert config.allocator_mmap_threshold == MiB
+    assert config.allocator_trim_threshold == 2 * MiB
+    assert config.allocator_trim_after_bytes == 64 * MiB
+    assert config.allocator_trim_interval == 1.0
+
+
+def test_seed_003_defaults_are_settings() -> None:
+    config = WardenConfig()
+    assert config.emergency_cleanup_threshold_mb == 500.0
+    assert config.enable_proactive_gc is True
+    assert config.proactive_gc_threshold == 90.0
+    assert config.enable_request_rejection is True
+    assert config.enable_background_monitoring is False
+
+
+@pytest.mark.parametrize(
+    ("var", "raw", "field", "expected"),
+    [
+        ("MEMWARDEN_SESSIONS_USE_BUDGET", "off", "sessions_use_budget", False),
+        ("MEMWARDEN_SESSION_BUDGET_PRIORITY", "100", "session_budget_priority", 100),
+        ("MEMWARDEN_SESSION_BUDGET_PRIORITY", "-5", "session_budget_priority", -5),
+        ("MEMWARDEN_SESSION_BUDGET_TIMEOUT", "2.5", "session_budget_timeout", 2.5),
+        ("MEMWARDEN_SESSION_BUDGET_TIMEOUT", "0", "session_budget_timeout", 0.0),
+        (
+            "MEMWARDEN_EMERGENCY_CLEANUP_THRESHOLD_MB",
+            "256",
+            "emergency_cleanup_threshold_mb",
+            256.0,
+        ),
+        ("MEMWARDEN_ENABLE_PROACTIVE_GC", "no", "enable_proactive_gc", False),
+        ("MEMWARDEN_PROACTIVE_GC_THRESHOLD", "80", "proactive_gc_threshold", 80.0),
+        ("MEMWARDEN_ENABLE_REQUEST_REJECTION", "false", "enable_request_rejection", False),
+        ("MEMWARDEN_ENABLE_BACKGROUND_MONITORING", "1", "enable_background_monitoring", True),
+        ("MEMWARDEN_SHED_LEVEL", "high", "shed_level", PressureLevel.HIGH),
+        ("MEMWARDEN_SHED_LEVEL", " MEDIUM ", "shed_level", PressureLevel.MEDIUM),
+        ("MEMWARDEN_SHED_LEVEL", "2", "shed_level", PressureLevel.HIGH),
+        ("MEMWARDEN_MONITOR_MIN_DWELL", "0", "monitor_min_dwell", 0.0),
+        ("MEMWARDEN_MONITOR_MIN_DWELL", "5", "monitor_min_dwell", 5.0),
+        ("MEMWARDEN_ALLOCATOR_TUNING", "off", "allocator_tuning", False),
+        ("MEMWARDEN_ALLOCATOR_MMAP_THRESHOLD", "4MiB", "allocator_mmap_threshold", 4 * MiB),
+        ("MEMWARDEN_ALLOCATOR_TRIM_THRESHOLD", "131072", "allocator_trim_threshold", 128 * 1024),
+        ("MEMWARDEN_ALLOCATOR_TRIM_AFTER_BYTES", "1GiB", "allocator_trim_after_bytes", GiB),
+        ("MEMWARDEN_ALLOCATOR_TRIM_INTERVAL", "0.25", "allocator_trim_interval", 0.25),
+    ],
+)
+def test_governing_settings_from_the_environment(
+    var: str, raw: str, field: str, expected: object
+) -> None:
+    config = WardenConfig.from_env({var: raw})
+    assert getattr(config, field) == expected
+    assert type(getattr(config, field)) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("var", "raw", "why"),
+    [
+        ("MEMWARDEN_SESSIONS_USE_BUDGET", "sometimes", "expected one of true/false"),
+        ("MEMWARDEN_SESSION_BUDGET_PRIORITY", "high", "invalid literal"),
+        ("MEMWARDEN_SESSION_BUDGET_PRIORITY", "7.5", "invalid literal"),
+        ("MEMWARDEN_SESSION_BUDGET_TIMEOUT", "-1", "must be >= 0"),
+        ("MEMWARDEN_SESSION_BUDGET_TIMEOUT", "inf", "must be finite"),
+        ("MEMWARDEN_EMERGENCY_CLEANUP_THRESHOLD_MB", "-1", "must be >= 0"),
+        ("MEMWARDEN_ENABLE_PROACTIVE_GC", "2", "expected one of true/false"),
+        ("MEMWARDEN_PROACTIVE_GC_THRESHOLD", "101", r"must be in \(0, 100\]"),
+        ("MEMWARDEN_PROACTIVE_GC_THRESHOLD", "0", r"must be in \(0, 100\]"),
+        ("MEMWARDEN_ENABLE_REQUEST_REJECTION", "maybe", "expected one of true/false"),
+        ("MEMWARDEN_ENABLE_BACKGROUND_MONITORING", "x", "expected one of true/false"),
+        ("MEMWARDEN_SHED_LEVEL", "extreme", "unknown pressure level"),
+        ("MEMWARDEN_SHED_LEVEL", "4", "unknown pressure level"),
+        ("MEMWARDEN_SHED_LEVEL", "low", "must be medium, high or critical"),
+        ("MEMWARDEN_SHED_LEVEL", "0", "must be medium, high or critical"),
+        ("MEMWARDEN_MONITOR_MIN_DWELL", "-0.5", "must be >= 0"),
+        ("MEMWARDEN_MONITOR_MIN_DWELL", "nan", "NaN"),
+        ("MEMWARDEN_ALLOCATOR_TUNING", "enabled", "expected one of true/false"),
+        ("MEMWARDEN_ALLOCATOR_MMAP_THRESHOLD", "64MiB", r"must be an int in \[0, 33554432\]"),
+        ("MEMWARDEN_ALLOCATOR_MMAP_THRESHOLD", "big", ""),
+        ("MEMWARDEN_ALLOCATOR_TRIM_THRESHOLD", "4GiB", r"must be an int in \[0, 2147483647\]"),
+        ("MEMWARDEN_ALLOCATOR_TRIM_AFTER_BYTES", "0", "must be an int >= 1"),
+        ("MEMWARDEN_ALLOCATOR_TRIM_INTERVAL", "-1", "must be >= 0"),
+    ],
+)
+def test_governing_settings_refuse_bad_environment_values(var: str, raw: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{var}={re.escape(repr(raw))}: .*{why}"):
+        WardenConfig.from_env({var: raw})
+
+
+def test_shed_level_takes_a_label_or_a_number_in_code() -> None:
+    assert WardenConfig(shed_level="high").shed_level is PressureLevel.HIGH  # type: ignore[arg-type]
+    assert WardenConfig(shed_level=1).shed_level is PressureLevel.MEDIUM  # type: ignore[arg-type]
+    assert json.loads(json.dumps(WardenConfig().to_dict()))["shed_level"] == 3
+    with pytest.raises(ConfigError, match=r"^shed_level='low': must be medium, high or critical"):
+        WardenConfig(shed_level="low")  # type: ignore[arg-type]

@@ -18,8 +18,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import ConfigError
-from .pressure import PressureThresholds
-from .units import GiB, parse_size
+from .pressure import PressureLevel, PressureThresholds
+from .units import GiB, MiB, parse_size
 
 __all__ = ["MemoryConfig", "WardenConfig"]
 
@@ -35,6 +35,11 @@ _SEED_ENV: dict[str, str] = {
     "memory_snapshot_interval": "MEMORY_SNAPSHOT_INTERVAL",
     "gc_optimization_enabled": "GC_OPTIMIZATION_ENABLED",
 }
+
+# glibc refuses an M_MMAP_THRESHOLD above HEAP_MAX_SIZE / 2 (32 MiB on 64-bit systems);
+# mallopt takes a C int.
+_MAX_MMAP_THRESHOLD = 32 * MiB
+_MAX_C_INT = 2**31 - 1
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
@@ -54,6 +59,12 @@ def _parse_float(raw: str) -> float:
     if math.isnan(value):
         raise ValueError("NaN is not allowed")
     return value
+
+
+def _parse_level(raw: str) -> PressureLevel:
+    text = raw.strip()
+    value: str | int = int(text) if text.lstrip("+-").isdigit() else text
+    return PressureLevel.parse(value, name="shed_level")
 
 
 def _parse_optional_str(raw: str) -> str | None:
@@ -140,6 +151,40 @@ class WardenConfig:
     """Size bound of each persisted history file before rotation."""
     state_keep: int = 2
     """Rotated history files kept per kind."""
+    sessions_use_budget: bool = True
+    """Charge every session's bytes to the Warden's budget."""
+    session_budget_priority: int = 75
+    """Budget priority of session charges: above NORMAL (50), so storing a finished result
+    is not starved by new requests."""
+    session_budget_timeout: float = 30.0
+    """Seconds a session create or update waits for budget bytes before
+    ``AllocationTimeoutError`` (the old data is kept)."""
+    emergency_cleanup_threshold_mb: float = 500.0
+    """Run the emergency path (collection, cleanup callbacks, ``malloc_trim``) when available
+    memory falls below this many MiB (0: only at CRITICAL pressure)."""
+    enable_proactive_gc: bool = True
+    """Collect garbage before memory gets critical, at ``proactive_gc_threshold``."""
+    proactive_gc_threshold: float = 90.0
+    """Percent of the memory limit in use at which a proactive collection runs."""
+    enable_request_rejection: bool = True
+    """Let the ASGI middleware shed new requests at ``shed_level`` (503 + Retry-After)."""
+    enable_background_monitoring: bool = False
+    """Seed-style ``MemoryMonitor``: run its own periodic check. A Warden always monitors."""
+    shed_level: PressureLevel = PressureLevel.CRITICAL
+    """Pressure level at which the Warden is not ready and new requests are shed
+    (a level, its label such as ``"high"``, or its number 1..3)."""
+    monitor_min_dwell: float = 1.0
+    """Seconds a level must stay below its line (minus hysteresis) before the monitor leaves it."""
+    allocator_tuning: bool = True
+    """On glibc, fix the mmap and trim thresholds and trim after large releases."""
+    allocator_mmap_threshold: int = 1 * MiB
+    """Blocks at least this large are mmapped, so freeing them unmaps them (at most 32 MiB)."""
+    allocator_trim_threshold: int = 2 * MiB
+    """Free bytes at the heap's top past which glibc returns them to the kernel."""
+    allocator_trim_after_bytes: int = 64 * MiB
+    """Budget bytes released since the last ``malloc_trim`` that trigger the next one."""
+    allocator_trim_interval: float = 1.0
+    """Least seconds between two ``malloc_trim`` calls after releases."""
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -163,16 +208,35 @@ class WardenConfig:
         ):  # fmt: skip
             if number(name) <= 0:
                 raise bad(name, "must be > 0")
-        for name in ("critical_create_timeout", "critical_session_min_idle"):
+        for name in ("critical_create_timeout", "critical_session_min_idle",
+                     "session_budget_timeout", "emergency_cleanup_threshold_mb",
+                     "monitor_min_dwell", "allocator_trim_interval"):  # fmt: skip
             if number(name) < 0:
                 raise bad(name, "must be >= 0")
+        if not 0 < number("proactive_gc_threshold") <= 100:
+            raise bad("proactive_gc_threshold", "must be in (0, 100]")
         if not 0 < number("cache_shrink_fraction") <= 1:
             raise bad("cache_shrink_fraction", "must be in (0, 1]")
         for name in ("memory_pool_max_size", "state_max_bytes", "monitor_history",
-                     "leak_window", "leak_min_samples"):  # fmt: skip
+                     "leak_window", "leak_min_samples", "allocator_trim_after_bytes"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(name, "must be an int >= 1")
+        for name, most in (("allocator_mmap_threshold", _MAX_MMAP_THRESHOLD),
+                           ("allocator_trim_threshold", _MAX_C_INT)):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+                raise bad(name, f"must be an int in [0, {most}]")
+        value = self.session_budget_priority
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("session_budget_priority", "must be an int")
+        try:
+            level = PressureLevel.parse(self.shed_level, name="shed_level")
+        except (TypeError, ValueError):
+            raise bad("shed_level", "must be medium, high or critical, or 1..3") from None
+        if level is PressureLevel.LOW:
+            raise bad("shed_level", "must be medium, high or critical, or 1..3")
+        object.__setattr__(self, "shed_level", level)
         if (
             isinstance(self.state_keep, bool)
             or not isinstance(self.state_keep, int)
@@ -200,7 +264,9 @@ class WardenConfig:
         ):
             raise bad("gc_aggressiveness", f"must be one of {', '.join(_GC_LEVELS)}")
         for name in ("aggressive_gc", "gc_optimization_enabled", "expire_sessions_on_critical",
-                     "monitor_use_psi", "profiling_enabled"):  # fmt: skip
+                     "monitor_use_psi", "profiling_enabled", "sessions_use_budget",
+                     "enable_proactive_gc", "enable_request_rejection",
+                     "enable_background_monitoring", "allocator_tuning"):  # fmt: skip
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be a bool")
         levels = ("medium_threshold", "high_threshold", "critical_threshold")
@@ -281,8 +347,9 @@ class WardenConfig:
             # Name the variable rather than the field when the value came from the environment.
             message = str(exc)
             for name, var in sources.items():
-                if message.startswith(f"{name}="):
-                    message = f"{var}={env[var]!r}" + message[message.index(":") :]
+                prefix = f"{name}={values[name]!r}"
+                if message.startswith(prefix):
+                    message = f"{var}={env[var]!r}" + message[len(prefix) :]
                     break
             else:
                 named = [f"{var}={env[var]!r}" for var in sources.values()]
@@ -299,6 +366,7 @@ def _parser_for(field_type: str) -> Callable[[str], Any]:
         "str": str,
         "str | None": _parse_optional_str,
         "int | None": _parse_optional_size,
+        "PressureLevel": _parse_level,
     }
     return table[field_type]
 
@@ -306,7 +374,9 @@ def _parser_for(field_type: str) -> Callable[[str], Any]:
 _PARSERS: dict[str, Callable[[str], Any]] = {
     f.name: _parser_for(str(f.type)) for f in fields(WardenConfig)
 }
-_PARSERS["state_max_bytes"] = parse_size
+for _name in ("state_max_bytes", "allocator_mmap_threshold", "allocator_trim_threshold",
+              "allocator_trim_after_bytes"):  # fmt: skip
+    _PARSERS[_name] = parse_size
 
 MemoryConfig = WardenConfig
 """Seed 003's name for :class:`WardenConfig`."""
