@@ -90,6 +90,21 @@ def _is_kernel_pressure_file(fd: int) -> bool:
 _looks_like_psi: Callable[[int], bool] = _is_kernel_pressure_file
 
 
+def _is_kernel_events_file(fd: int) -> bool:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size != 0:
+        return False
+    return os.pread(fd, 64, 0).startswith(b"low ")
+
+
+def _pread_events(fd: int) -> None:
+    os.pread(fd, 4096, 0)
+
+
+_looks_like_events: Callable[[int], bool] = _is_kernel_events_file
+_drain_kernfs: Callable[[int], None] = _pread_events
+
+
 def _log_fallback(path: str | os.PathLike[str], reason: str) -> None:
     global _logged_fallback
     if not _logged_fallback:
@@ -117,13 +132,19 @@ class PsiTrigger:
         events: int = select.EPOLLPRI,
         keep: tuple[int, ...] = (),
         eventfd: bool = False,
+        kernfs: bool = False,
     ) -> None:
         self._fd = fd
         self.path = os.fspath(path)
         self._keep = keep  # descriptors that must stay open while the trigger is armed
         self._eventfd = eventfd
+        self._kernfs = kernfs
         self._epoll = select.epoll()
-        self._epoll.register(fd, events)
+        try:
+            self._epoll.register(fd, events)
+        except OSError:
+            self._epoll.close()
+            raise
         self._waiting = False
         self._closed = False
         self.broken = False
@@ -254,6 +275,35 @@ class PsiTrigger:
         return cls(efd, usage_path, events=select.EPOLLIN, keep=(usage,), eventfd=True)
 
     @classmethod
+    def open_memory_events(cls, directory: str | os.PathLike[str]) -> PsiTrigger | None:
+        """Wake when cgroup v2 ``memory.events`` in ``directory`` changes.
+
+        The kernel bumps the ``high``, ``max``, ``oom`` and ``oom_kill`` counters
+        there as the cgroup hits its limits and notifies pollers of the file
+        (``EPOLLPRI | EPOLLERR`` until the file is read again). ``None`` (logged
+        once at debug level) when the file is missing, is not a kernel file or
+        cannot be polled.
+        """
+        path = os.path.join(os.fspath(directory), "memory.events")
+        try:
+            fd = _os_open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            _log_fallback(path, errno.errorcode.get(exc.errno or 0, str(exc)))
+            return None
+        try:
+            if not _looks_like_events(fd):
+                _log_fallback(path, "not a kernel memory.events file")
+                os.close(fd)
+                return None
+            # The first read sets the baseline: only later changes wake the waiter.
+            _drain_kernfs(fd)
+            return cls(fd, path, events=select.EPOLLPRI | select.EPOLLERR, kernfs=True)
+        except OSError as exc:
+            os.close(fd)
+            _log_fallback(path, errno.errorcode.get(exc.errno or 0, str(exc)))
+            return None
+
+    @classmethod
     def open_first(
         cls,
         paths: list[Path] | None = None,
@@ -316,12 +366,18 @@ class PsiTrigger:
         if not woke or self._closed:
             return False
         # Polling the epoll set also consumes the PSI event, so it does not repeat.
+        # A kernfs file reports a change as EPOLLPRI together with EPOLLERR.
+        failure = select.EPOLLHUP if self._kernfs else select.EPOLLERR | select.EPOLLHUP
         for _fd, mask in self._epoll.poll(0):
-            if mask & (select.EPOLLERR | select.EPOLLHUP):
+            if mask & failure:
                 self.broken = True
         if self.broken:
             return False
-        if self._eventfd:
+        if self._kernfs:
+            # Reading the file is what tells kernfs this change was seen.
+            with contextlib.suppress(OSError):
+                _drain_kernfs(self._fd)
+        elif self._eventfd:
             # Reset the counter, or the eventfd stays readable and every wait returns at once.
             with contextlib.suppress(BlockingIOError):
                 os.read(self._fd, 8)

@@ -25,9 +25,10 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 
 from ._broadcast import Broadcaster, Overflow, Subscription, check_overflow
-from ._psi import PsiTrigger
+from ._psi import PsiTrigger, candidate_paths
 from ._validate import check_float, check_int, check_interval
-from .probes import MemorySample, Probe
+from .probes import MemorySample, Probe, _KernelView
+from .units import format_size
 
 __all__ = [
     "MonitorStats",
@@ -193,9 +194,16 @@ class MonitorStats:
 
     ``max_dropped`` is the most events any one subscription lost to overflow
     (raise its ``buffer`` if this is not 0); ``peak_subscribers`` the most
-    subscriptions live at once. ``psi_source`` is the kernel file whose
-    trigger wakes :meth:`PressureMonitor.run` early (a PSI pressure file or a
-    cgroup v1 ``memory.pressure_level``), None when it sleeps on the interval.
+    subscriptions live at once. ``event_sources`` names the kernel signals
+    armed to wake :meth:`PressureMonitor.run` early (``psi``,
+    ``cgroup-v1-thresholds``, ``cgroup-v1-pressure-level``,
+    ``cgroup-v2-memory.events``; empty when it samples on the interval alone);
+    ``psi_active`` is true when any is armed, ``psi_source`` is the file of the
+    first and ``psi_wakeups`` counts samples taken early on any signal.
+    ``rearms`` counts cgroup v1 thresholds moved after the level or page cache
+    changed; ``current_interval`` is the wait after the latest sample;
+    ``dwell_holds`` counts samples that kept a level because ``min_dwell`` had
+    not passed yet.
     """
 
     level: PressureLevel
@@ -211,12 +219,40 @@ class MonitorStats:
     psi_active: bool
     psi_wakeups: int
     psi_source: str | None = None
+    event_sources: tuple[str, ...] = ()
+    rearms: int = 0
+    current_interval: float = 0.0
+    dwell_holds: int = 0
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-able dict of every field, with ``level`` as its label."""
         data: dict[str, object] = dict(self.__dict__)
         data["level"] = self.level.label
+        data["event_sources"] = list(self.event_sources)
         return data
+
+
+_V1_THRESHOLDS = "cgroup-v1-thresholds"
+# At most one INFO line per level in this many seconds (by the monitor's clock).
+_LOG_EVERY = 10.0
+# Thresholds are re-armed when a line would move by more than this or 1 % of the limit.
+_REARM_MIN_BYTES = 4 << 20
+
+
+@dataclass
+class _Source:
+    """One armed kernel signal; ``limit`` and ``lines`` only for cgroup v1 thresholds."""
+
+    kind: str
+    trigger: PsiTrigger
+    limit: int = 0
+    lines: tuple[int, ...] = ()
+
+    def describe(self) -> str:
+        if self.lines:
+            at = ", ".join(format_size(n) for n in self.lines)
+            return f"{self.kind} {self.trigger.path} at {at}"
+        return f"{self.kind} {self.trigger.path}"
 
 
 class PressureMonitor:
@@ -250,6 +286,8 @@ class PressureMonitor:
         renotify_interval: float = 10.0,
         sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
         use_psi: bool = True,
+        min_interval: float = 0.1,
+        min_dwell: float = 0.0,
     ) -> None:
         if probe is not None and not callable(getattr(probe, "sample", None)):
             raise TypeError(
@@ -271,6 +309,8 @@ class PressureMonitor:
             raise TypeError(f"sleep must be callable, got {sleep!r}")
         if not isinstance(use_psi, bool):
             raise TypeError(f"use_psi must be a bool, got {type(use_psi).__name__} {use_psi!r}")
+        min_interval = check_interval("min_interval", min_interval)
+        min_dwell = check_float("min_dwell", min_dwell, minimum=0.0)
         if probe is None:
             # Imported here so this module never depends on probe internals at import time.
             from .probes import SystemProbe
@@ -283,6 +323,15 @@ class PressureMonitor:
         self._renotify_interval = renotify_interval
         self._sleep = sleep
         self._use_psi = use_psi
+        # Never longer than the plain interval: min_interval >= interval turns adaptation off.
+        self._min_interval = min(min_interval, interval)
+        self._min_dwell = min_dwell
+        self._current_interval = interval
+        # When the fraction was first seen below the current level's exit line (min_dwell).
+        self._below_since: float | None = None
+        self._dwell_holds = 0
+        self._logged_at = [-math.inf] * len(PressureLevel)
+        self._log_suppressed = [0] * len(PressureLevel)
         self._lock = threading.RLock()
         self._history: deque[MemorySample] = deque(maxlen=history)
         self._level = PressureLevel.LOW
@@ -296,7 +345,8 @@ class PressureMonitor:
         self._renotifications = 0
         self._probe_errors = 0
         self._running = False
-        self._psi: PsiTrigger | None = None
+        self._sources: list[_Source] = []
+        self._rearms = 0
         self._psi_wakeups = 0
         self._wake_pending = False
         self._sleep_scope: anyio.CancelScope | None = None
@@ -323,6 +373,21 @@ class PressureMonitor:
     def interval(self) -> float:
         """Seconds between samples in :meth:`run`."""
         return self._interval
+
+    @property
+    def min_interval(self) -> float:
+        """The shortest wait between samples in :meth:`run` (at HIGH and above)."""
+        return self._min_interval
+
+    @property
+    def current_interval(self) -> float:
+        """The wait :meth:`run` uses after the latest sample (adapts to the headroom)."""
+        return self._current_interval
+
+    @property
+    def min_dwell(self) -> float:
+        """Seconds the fraction must stay below a level's exit line before the level drops."""
+        return self._min_dwell
 
     @property
     def thresholds(self) -> PressureThresholds:
@@ -359,9 +424,13 @@ class PressureMonitor:
                 max_dropped=b.max_dropped,
                 listeners=len(self._listeners),
                 running=self._running,
-                psi_active=self._psi is not None,
+                psi_active=bool(self._sources),
                 psi_wakeups=self._psi_wakeups,
-                psi_source=self._psi.path if self._psi is not None else None,
+                psi_source=self._sources[0].trigger.path if self._sources else None,
+                event_sources=tuple(source.kind for source in self._sources),
+                rearms=self._rearms,
+                current_interval=self._current_interval,
+                dwell_holds=self._dwell_holds,
             )
 
     # -- the synchronous core ---------------------------------------------------
@@ -385,6 +454,11 @@ class PressureMonitor:
                 fraction = check_float("fraction", fraction, minimum=0.0, allow_inf=True)
             level = self._thresholds._classify_checked(fraction, previous)
             now = self._clock()
+            if level < previous:
+                level = self._dwell(level, previous, now)
+            else:
+                self._below_since = None
+            self._current_interval = self._next_interval(fraction, level)
             event: PressureEvent | None = None
             if level != previous:
                 event = PressureEvent(level, previous, sample, sample.timestamp)
@@ -400,8 +474,69 @@ class PressureMonitor:
             if event is not None:
                 self._last_notified = now
                 self._events += 1
+                self._log_event(event, now)
                 self._notify(event)
             return sample
+
+    def _log_event(self, event: PressureEvent, now: float) -> None:
+        level = event.level
+        sample = event.sample
+        if level == event.previous:
+            _log.debug(
+                "memory pressure still %s: %.1f %% of the limit", level, 100 * sample.fraction
+            )
+            return
+        if now - self._logged_at[level] < _LOG_EVERY:
+            # A level entered again and again (a load that comes in waves) is one
+            # INFO line per level per _LOG_EVERY seconds; the rest go to DEBUG.
+            self._log_suppressed[level] += 1
+            _log.debug(
+                "memory pressure %s (was %s): %.1f %% of the limit",
+                level,
+                event.previous,
+                100 * sample.fraction,
+            )
+            return
+        suppressed, self._log_suppressed[level] = self._log_suppressed[level], 0
+        self._logged_at[level] = now
+        _log.info(
+            "memory pressure %s (was %s): %s used of %s (%.1f %%)%s",
+            level,
+            event.previous,
+            format_size(sample.used),
+            format_size(sample.limit),
+            100 * sample.fraction,
+            f"; entered {suppressed} more times since the last line" if suppressed else "",
+        )
+
+    def _dwell(self, level: PressureLevel, previous: PressureLevel, now: float) -> PressureLevel:
+        # Moving down waits until the fraction has stayed below the exit line for
+        # min_dwell seconds; any sample back above it restarts the count (the caller
+        # resets _below_since), so a fraction oscillating around the line never flaps.
+        if self._min_dwell <= 0.0:
+            return level
+        if self._below_since is None:
+            self._below_since = now
+        if now - self._below_since < self._min_dwell:
+            self._dwell_holds += 1
+            return previous
+        self._below_since = None
+        return level
+
+    def _next_interval(self, fraction: float, level: PressureLevel) -> float:
+        # The rule users read in the docs: the plain interval below the MEDIUM line,
+        # min_interval at HIGH and above, and in between a geometric interpolation
+        # by where the fraction sits between the MEDIUM and HIGH lines.
+        slow, fast = self._interval, self._min_interval
+        if level >= _HIGH or slow <= fast:
+            return fast
+        t = self._thresholds
+        position = (fraction - t.medium) / (t.high - t.medium)
+        if position <= 0.0:
+            return slow
+        if position >= 1.0:
+            return fast
+        return float(slow * (fast / slow) ** position)
 
     def _notify(self, event: PressureEvent) -> None:
         _call_each(self._listeners, event, "pressure")
@@ -522,17 +657,108 @@ class PressureMonitor:
         finally:
             sub.close()
 
-    # -- the sampling loop ---------------------------------------------------------
+    # -- kernel wake-ups -------------------------------------------------------------
 
     def _open_psi(self) -> PsiTrigger | None:
+        view_root = self._system_root()
+        if view_root is None:
+            return None
+        # PSI only: cgroup v1 gets usage thresholds (see _open_cgroup_sources) instead.
+        return PsiTrigger.open_first(candidate_paths(view_root), root=view_root)
+
+    def _system_root(self) -> str | None:
         if not self._use_psi:
             return None
         from .probes import SystemProbe
 
-        # Kernel stalls say nothing about a probe that does not read this machine.
+        # Kernel signals say nothing about a probe that does not read this machine.
         if not isinstance(self._probe, SystemProbe):
             return None
-        return PsiTrigger.open_first()
+        return self._probe.root
+
+    def _kernel_view(self) -> _KernelView | None:
+        view = getattr(self._probe, "_kernel_view", None)
+        return view() if view is not None and self._system_root() is not None else None
+
+    def _open_sources(self) -> list[_Source]:
+        sources: list[_Source] = []
+        psi = self._open_psi()
+        if psi is not None:
+            sources.append(_Source("psi", psi))
+        view = self._kernel_view()
+        if view is not None and view.version == 1:
+            lines = self._v1_lines(view.limit, view.reclaimable)
+            trigger = PsiTrigger.open_cgroup_v1_thresholds(view.directory, list(lines))
+            if trigger is not None:
+                sources.append(_Source(_V1_THRESHOLDS, trigger, view.limit, lines))
+            else:
+                # Reclaim-level notifications fire late (at reclaim), but late beats never.
+                level = PsiTrigger.open_cgroup_v1(view.directory)
+                if level is not None:
+                    sources.append(_Source("cgroup-v1-pressure-level", level))
+        elif view is not None and view.version == 2:
+            events = PsiTrigger.open_memory_events(view.directory)
+            if events is not None:
+                sources.append(_Source("cgroup-v2-memory.events", events))
+        return sources
+
+    def _v1_lines(self, limit: int, reclaimable: int) -> tuple[int, ...]:
+        # memory.usage_in_bytes counts page cache that `used` leaves out, so every
+        # line sits `reclaimable` bytes higher in the kernel's counter.
+        t = self._thresholds
+        fractions = [t.medium, t.high, t.critical]
+        if self._level > _LOW:
+            fractions.append(t.threshold(self._level) - t.hysteresis)
+        return tuple(sorted({max(1, round(limit * f) + reclaimable) for f in fractions}))
+
+    def _rearm_due(self, source: _Source, limit: int, lines: tuple[int, ...]) -> bool:
+        if source.limit != limit or len(source.lines) != len(lines):
+            return True
+        tolerance = max(limit // 100, _REARM_MIN_BYTES)
+        return any(abs(a - b) > tolerance for a, b in zip(source.lines, lines, strict=True))
+
+    def _refresh_sources(self) -> list[_Source]:
+        """Re-arm cgroup v1 thresholds that moved; return the sources newly armed."""
+        fresh: list[_Source] = []
+        kept: list[_Source] = []
+        for source in self._sources:
+            view = self._kernel_view() if source.kind == _V1_THRESHOLDS else None
+            if view is None:
+                kept.append(source)
+                continue
+            with self._lock:
+                lines = self._v1_lines(view.limit, view.reclaimable)
+            if not self._rearm_due(source, view.limit, lines):
+                kept.append(source)
+                continue
+            # Closing the eventfd unregisters every threshold on it.
+            source.trigger.close()
+            trigger = PsiTrigger.open_cgroup_v1_thresholds(view.directory, list(lines))
+            if trigger is None:
+                _log.debug("could not re-arm cgroup v1 thresholds; sampling on the interval")
+                continue
+            replacement = _Source(_V1_THRESHOLDS, trigger, view.limit, lines)
+            kept.append(replacement)
+            fresh.append(replacement)
+            self._rearms += 1
+            _log.debug("re-armed cgroup v1 thresholds at %s bytes", ", ".join(map(str, lines)))
+        if fresh or len(kept) != len(self._sources):
+            with self._lock:
+                self._sources = kept
+        return fresh
+
+    def event_sources(self) -> tuple[str, ...]:
+        """The kernel signals that wake :meth:`run` early, one line each (empty when none).
+
+        Each line names the kind (``psi``, ``cgroup-v1-thresholds``,
+        ``cgroup-v1-pressure-level``, ``cgroup-v2-memory.events``) and the file
+        it watches; cgroup v1 thresholds also list their byte values. Empty
+        before :meth:`run` starts and after it ends.
+        """
+        with self._lock:
+            return tuple(source.describe() for source in self._sources)
+
+    # -- the sampling loop ---------------------------------------------------------
 
     def _sample_logged(self, failing: bool) -> bool:
         try:
@@ -549,77 +775,117 @@ class PressureMonitor:
             _log.info("pressure probe recovered")
         return False
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Sample every ``interval`` seconds until cancelled.
+    def _log_start(self) -> None:
+        sample = self._last_sample
+        if sample is None:
+            limit = "unknown (the first sample failed)"
+        else:
+            limit = f"{format_size(sample.limit)} ({self._limit_source(sample)})"
+        sources = self.event_sources()
+        _log.info(
+            "pressure monitor started: limit %s, interval %gs (down to %gs near the limit), "
+            "min_dwell %gs, wake-ups: %s",
+            limit,
+            self._interval,
+            self._min_interval,
+            self._min_dwell,
+            "; ".join(sources) if sources else "none (interval only)",
+        )
 
-        Signals ``task_status.started()`` after the first sample, so
-        ``await tg.start(monitor.run)`` returns with ``level`` and
-        ``last_sample`` set. A probe that raises is logged (a warning, then
-        debug until it recovers) and retried on the next interval. Where a
-        kernel trigger can be armed (``use_psi`` and a ``SystemProbe``; see
-        ``MonitorStats.psi_source``) a memory stall cuts the current wait
-        short, at most once per interval, so a pressure storm costs at most
-        two samples per interval. Cancellation ends the loop promptly and
-        releases the trigger. Raises ``RuntimeError`` if this monitor is
-        already running.
+    def _limit_source(self, sample: MemorySample) -> str:
+        view = self._kernel_view()
+        if view is not None:
+            return f"cgroup v{view.version} {view.directory}"
+        return sample.source
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Sample until cancelled, every ``interval`` seconds at LOW, faster near the limit.
+
+        The wait between samples is :attr:`current_interval`: ``interval``
+        below the MEDIUM line, ``min_interval`` at HIGH and above, and in
+        between a geometric interpolation by where the fraction sits between
+        the MEDIUM and HIGH lines. Signals ``task_status.started()`` after the
+        first sample, so ``await tg.start(monitor.run)`` returns with
+        ``level`` and ``last_sample`` set. A probe that raises is logged (a
+        warning, then debug until it recovers) and retried.
+
+        Where the kernel offers signals (``use_psi`` and a ``SystemProbe``; see
+        :meth:`event_sources`) a signal cuts the current wait short; after an
+        early sample the next ``min_interval`` is never cut, so a storm of
+        signals costs at most one extra sample per ``min_interval``. Cancellation
+        ends the loop promptly and releases every kernel descriptor. Raises
+        ``RuntimeError`` if this monitor is already running.
         """
         with self._lock:
             if self._running:
                 raise RuntimeError("this PressureMonitor is already running")
             self._running = True
-        psi: PsiTrigger | None = None
         try:
-            psi = self._open_psi()
-            self._psi = psi
             self._rearm = anyio.Event()
             async with anyio.create_task_group() as tg:
-                if psi is not None:
+                failing = self._sample_logged(False)
+                sources = self._open_sources()
+                with self._lock:
+                    self._sources = sources
+                for source in sources:
                     # A parked watcher costs nothing per interval, unlike a timed wait on
                     # the trigger, whose timeout would be a cancellation every interval.
-                    tg.start_soon(self._watch_trigger, psi)
-                failing = self._sample_logged(False)
+                    tg.start_soon(self._watch_trigger, source.trigger)
+                self._log_start()
                 task_status.started()
-                early_allowed = True
+                guard = 0.0
                 while True:
-                    if early_allowed and self._wake_pending:
-                        woke_early = True
-                    else:
-                        with anyio.CancelScope() as scope:
-                            if early_allowed:
+                    wait = self._current_interval
+                    if guard > 0.0:
+                        # Right after an early sample: a stretch no signal cuts short.
+                        await self._sleep(min(guard, wait))
+                        wait -= guard
+                    woke_early = False
+                    if wait > 0.0:
+                        if self._wake_pending:
+                            woke_early = True
+                        else:
+                            with anyio.CancelScope() as scope:
                                 self._sleep_scope = scope
-                                if self._rearm is not None:
-                                    self._rearm.set()
-                            await self._sleep(self._interval)
-                        self._sleep_scope = None
-                        woke_early = scope.cancelled_caught
-                    # A trigger that fired during a full sleep is answered by this sample.
+                                rearm, self._rearm = self._rearm, anyio.Event()
+                                if rearm is not None:
+                                    rearm.set()
+                                await self._sleep(wait)
+                            self._sleep_scope = None
+                            woke_early = scope.cancelled_caught
+                    # A signal that came during a full wait is answered by this sample.
                     self._wake_pending = False
                     if woke_early:
                         self._psi_wakeups += 1
-                    early_allowed = not woke_early
+                    guard = self._min_interval if woke_early else 0.0
                     failing = self._sample_logged(failing)
+                    if self._sources:
+                        for source in self._refresh_sources():
+                            tg.start_soon(self._watch_trigger, source.trigger)
         finally:
-            self._psi = None
+            with self._lock:
+                sources, self._sources = self._sources, []
             self._sleep_scope = None
             self._wake_pending = False
-            if psi is not None:
-                psi.close()
+            for source in sources:
+                source.trigger.close()
             with self._lock:
                 self._running = False
 
-    async def _watch_trigger(self, psi: PsiTrigger) -> None:
-        while not psi.closed and not psi.broken:
-            if await psi.wait(None):
+    async def _watch_trigger(self, trigger: PsiTrigger) -> None:
+        while not trigger.closed and not trigger.broken:
+            if await trigger.wait(None):
                 self._wake_pending = True
                 scope = self._sleep_scope
                 if scope is not None:
                     scope.cancel()
-                # Look again only when a sleep may be cut short: a storm of
-                # notifications then costs one wake-up per interval, not one each.
-                rearm = self._rearm = anyio.Event()
-                await rearm.wait()
-        if psi.broken:
-            _log.debug("pressure trigger %s reported an error; sampling on the interval", psi.path)
+                # Look again only when a wait may be cut short: a storm of
+                # signals then costs one wake-up per wait, not one each.
+                rearm = self._rearm
+                if rearm is not None:
+                    await rearm.wait()
+        if trigger.broken:
+            _log.debug("kernel signal %s reported an error; no longer watched", trigger.path)
 
     def __repr__(self) -> str:
         return (

@@ -187,6 +187,23 @@ def _close_fds(fds: list[int]) -> None:
 
 
 @dataclass(frozen=True)
+class _KernelView:
+    """Where a :class:`SystemProbe`'s last cgroup sample came from, for kernel wake-ups.
+
+    ``directory`` is the cgroup whose usage was read (where the limit binds),
+    ``limit`` its effective limit and ``reclaimable`` the page cache bytes the
+    sample left out of ``used`` (so ``used + reclaimable`` is the kernel's
+    usage counter). ``root`` is the probe's root, to find PSI files under.
+    """
+
+    version: int
+    directory: str
+    limit: int
+    reclaimable: int
+    root: str
+
+
+@dataclass(frozen=True)
 class _Level:
     directory: str
     limit_fd: int | None
@@ -293,6 +310,7 @@ class SystemProbe:
             if location.pressure_path is not None:
                 pressure_path = location.pressure_path
         self._psi_fd = self._track(_open(pressure_path)) if psi else None
+        self._view: _KernelView | None = None
         self._psi_value: float | None = None
         self._psi_due = 0.0
 
@@ -330,6 +348,16 @@ class SystemProbe:
         """Total RAM in bytes (``MemTotal``), read once at construction."""
         return self._ram
 
+    @property
+    def root(self) -> str:
+        """The directory every ``/proc`` and cgroup path is read under (``"/"`` normally)."""
+        return self._root
+
+    def _kernel_view(self) -> _KernelView | None:
+        # The pressure monitor arms kernel wake-ups (cgroup v1 usage thresholds,
+        # cgroup v2 memory.events) from the cgroup behind the last sample.
+        return self._view
+
     def describe(self) -> dict[str, object]:
         """A JSON-able account of where figures come from (for reports)."""
         return {
@@ -355,6 +383,7 @@ class SystemProbe:
             figures = self._cgroup_figures() if self._levels else None
             source = "cgroup"
             if figures is None:
+                self._view = None
                 figures = self._system_figures()
                 source = "system"
             used, limit = figures
@@ -416,6 +445,16 @@ class SystemProbe:
             self._limits_due = 0.0
             self._note(f"cgroup figures unusable ({exc}); using system figures")
             return None
+        view = self._view
+        if (
+            view is None
+            or view.reclaimable != reclaim
+            or view.limit != best
+            or view.directory != binding.directory
+        ):
+            self._view = _KernelView(
+                self._version or 0, binding.directory, best, reclaim, self._root
+            )
         return max(usage - reclaim, 0), best
 
     def _binding_limit(self) -> tuple[int, _Level] | None:
