@@ -25,8 +25,7 @@ from memwarden.errors import (
     MemoryAllocationError,
     MemoryOptimizationError,
 )
-from memwarden.pressure import PressureEvent, PressureLevel, PressureMonitor
-from memwarden.probes import MemorySample
+from memwarden.pressure import PressureLevel, PressureMonitor
 from memwarden.testing import ManualClock, StaticProbe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -843,71 +842,37 @@ async def test_allocate_names_size_for_a_bad_size(
 # ----------------------------------------------------------------- pressure
 
 
-class FakeMonitor:
-    """The three members of PressureMonitor the budget uses."""
-
-    def __init__(self, level: PressureLevel = PressureLevel.LOW, available: int = 1000) -> None:
-        self.level = level
-        self.last_sample: MemorySample | None = _sample(available)
-        self.listeners: list[Callable[[PressureEvent], None]] = []
-
-    def add_listener(self, callback: Callable[[PressureEvent], None]) -> Callable[[], None]:
-        self.listeners.append(callback)
-        return lambda: self.listeners.remove(callback)
-
-    def publish(self, level: PressureLevel, available: int) -> None:
-        previous, self.level = self.level, level
-        sample = self.last_sample = _sample(available)
-        event = PressureEvent(level=level, previous=previous, sample=sample, timestamp=0.0)
-        for listener in list(self.listeners):
-            listener(event)
-
-
-def _sample(available: int) -> MemorySample:
-    limit = 10_000
-    return MemorySample(0.0, limit - available, limit, available, None, "static")
+# ------------------------------------------- with the real PressureMonitor
 
 
 @on_both_backends
-async def test_high_pressure_limits_grants_to_headroom() -> None:
-    monitor = FakeMonitor()
-    manager = MemoryManager(1000, monitor=monitor)
-    monitor.publish(PressureLevel.HIGH, available=100)
-    assert manager.get_stats().headroom == 100
-    small = manager.try_acquire(60)
-    assert small is not None
-    assert manager.try_acquire(60) is None  # only 40 bytes of headroom left
+async def test_real_monitor_unmanaged_growth_holds_then_releases_waiters(
+    clock: ManualClock,
+) -> None:
+    probe = StaticProbe(used=0, limit=1000)
+    monitor = PressureMonitor(probe, clock=clock)
+    manager = MemoryManager(10_000, monitor=monitor, clock=clock)
+    probe.set(used=850)  # 850 unmanaged bytes: 950 - 850 = 100 bytes of room
+    monitor.sample_now()
+    assert manager.try_acquire(60) is not None
+    assert manager.try_acquire(60) is None  # 40 bytes of room remain
     recorder = _Recorder(manager)
     async with anyio.create_task_group() as group:
-        group.start_soon(recorder.take, "big", 60)
+        group.start_soon(recorder.take, "big", 500)
         await waiting(manager, 1)
-        monitor.publish(PressureLevel.HIGH, available=50)  # re-evaluated: still too little
-        await wait_all_tasks_blocked()
-        assert recorder.order == []
-        monitor.publish(PressureLevel.MEDIUM, available=500)
+        for _ in range(3):  # the spike is forgotten after 2 s and 3 samples
+            clock.advance(1.0)
+            probe.set(used=300)
+            monitor.sample_now()
     assert recorder.order == ["big"]
-    assert manager.get_stats().headroom is None
-    assert manager.current_usage == 120
+    assert manager.current_usage == 560
 
 
 @on_both_backends
-async def test_high_pressure_wait_is_released_by_a_fresh_sample() -> None:
-    monitor = FakeMonitor()
-    manager = MemoryManager(1000, monitor=monitor)
-    monitor.publish(PressureLevel.HIGH, available=10)
-    recorder = _Recorder(manager)
-    async with anyio.create_task_group() as group:
-        group.start_soon(recorder.take, "w", 60)
-        await waiting(manager, 1)
-        monitor.publish(PressureLevel.HIGH, available=200)
-    assert recorder.order == ["w"]
-    assert manager.get_stats().headroom == 140
-
-
-@on_both_backends
-async def test_critical_pressure_evicts_every_evictable_allocation() -> None:
-    monitor = FakeMonitor()
-    manager = MemoryManager(1000, monitor=monitor)
+async def test_real_monitor_critical_evicts_and_close_detaches(clock: ManualClock) -> None:
+    probe = StaticProbe(used=0, limit=1000)
+    monitor = PressureMonitor(probe, clock=clock)
+    manager = MemoryManager(10_000, monitor=monitor, clock=clock)
     order: list[str] = []
     for key, priority in [("normal", 50), ("low", 0), ("high", 100)]:
         await manager.acquire(
@@ -918,71 +883,18 @@ async def test_critical_pressure_evicts_every_evictable_allocation() -> None:
             on_evict=lambda allocation: order.append(allocation.key),
         )
     pinned = await manager.acquire(10, key="pinned")
-    monitor.publish(PressureLevel.CRITICAL, available=0)
-    assert order == ["low", "normal", "high"]
-    assert manager.current_usage == 10 and not pinned.released
-    assert manager.get_stats().evictions == 3
-
-
-@on_both_backends
-async def test_monitor_already_high_applies_at_construction() -> None:
-    monitor = FakeMonitor(PressureLevel.HIGH, available=30)
-    manager = MemoryManager(1000, monitor=monitor)
-    assert manager.try_acquire(31) is None
-    assert manager.try_acquire(30) is not None
-
-
-@on_both_backends
-async def test_close_detaches_from_the_monitor() -> None:
-    monitor = FakeMonitor()
-    manager = MemoryManager(1000, monitor=monitor)
-    assert len(monitor.listeners) == 1
-    monitor.publish(PressureLevel.HIGH, available=10)
-    assert manager.try_acquire(500) is None
-    manager.close()
-    manager.close()
-    assert monitor.listeners == []
-    monitor.publish(PressureLevel.CRITICAL, available=0)
-    assert manager.try_acquire(500) is not None
-
-
-# ------------------------------------------- with the real PressureMonitor
-
-
-@on_both_backends
-async def test_real_monitor_high_then_low_releases_waiters(clock: ManualClock) -> None:
-    probe = StaticProbe(used=0, limit=1000)
-    monitor = PressureMonitor(probe, clock=clock)
-    manager = MemoryManager(10_000, monitor=monitor)
-    probe.set(used=900)  # 90%: HIGH, 100 bytes left on the machine
-    monitor.sample_now()
-    assert monitor.level == PressureLevel.HIGH
-    assert manager.try_acquire(60) is not None
-    assert manager.try_acquire(60) is None  # 40 bytes of headroom remain
-    recorder = _Recorder(manager)
-    async with anyio.create_task_group() as group:
-        group.start_soon(recorder.take, "big", 500)
-        await waiting(manager, 1)
-        probe.set(used=300)
-        monitor.sample_now()  # back to LOW: the waiter proceeds
-        assert monitor.level == PressureLevel.LOW
-    assert recorder.order == ["big"]
-    assert manager.current_usage == 560
-
-
-@on_both_backends
-async def test_real_monitor_critical_evicts_and_close_detaches(clock: ManualClock) -> None:
-    probe = StaticProbe(used=0, limit=1000)
-    monitor = PressureMonitor(probe, clock=clock)
-    manager = MemoryManager(10_000, monitor=monitor)
-    cache = await manager.acquire(100, priority=Priority.LOW, evictable=True)
-    assert monitor.stats().listeners == 1
+    assert monitor.stats().listeners == 0  # it follows samples, not level events
     probe.set_fraction(0.97)
     monitor.sample_now()
     assert monitor.level == PressureLevel.CRITICAL
-    assert cache.released and manager.current_usage == 0
-    assert manager.try_acquire(100) is None  # 30 bytes of headroom
+    assert order == ["low", "normal", "high"]
+    assert manager.current_usage == 10 and not pinned.released
+    assert manager.get_stats().evictions == 3
+    assert manager.try_acquire(100) is None  # no measured room at all
     manager.close()
-    assert monitor.stats().listeners == 0
+    manager.close()
     assert manager.get_stats().headroom is None  # no longer follows the monitor
+    assert manager.get_stats().limit is None
+    probe.set_fraction(1.0)
+    monitor.sample_now()
     assert manager.try_acquire(100) is not None

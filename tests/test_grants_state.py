@@ -1,13 +1,15 @@
 """The grant ledger as a state machine, checked against a plain reference model.
 
 Hypothesis drives random submissions (non-waiting and queueing), releases,
-cancellations (including of a waiter already granted), timeouts, pressure
-changes and explicit evictions. After every step the ledger must agree with
-a slow, obviously-correct model on every request's state, the queue's service
-order, what was evicted (and in which order) and who was woken; and the
-invariants hold: used == sum of live bytes <= capacity, the queue's head can
-never be served right now (no lost wake-up), evictions only hit strictly
-lower-priority evictable allocations and never more than needed.
+resizes, cancellations (including of a waiter already granted), timeouts,
+memory samples (measured used, limit and level) and explicit evictions. After
+every step the ledger must agree with a slow, obviously-correct model on every
+request's state, the queue's service order, what was evicted (and in which
+order) and who was woken; and the invariants hold: used == sum of live bytes
+<= capacity, no grant (or growth) ever ends above the measured room of the
+moment, the queue's head can never be served right now (no lost wake-up),
+evictions only hit strictly lower-priority evictable allocations and never
+more than needed.
 """
 
 from __future__ import annotations
@@ -24,13 +26,26 @@ from hypothesis.stateful import (
     rule,
 )
 
-from memwarden._grants import ABANDONED, LIVE, PENDING, QUEUED, RELEASED, Ledger, Request
+from memwarden._grants import (
+    ABANDONED,
+    LIVE,
+    PENDING,
+    QUEUED,
+    RECENT_SAMPLES,
+    RECENT_WINDOW,
+    RELEASED,
+    STALE_AFTER,
+    Ledger,
+    Request,
+)
 from memwarden.errors import MemoryAllocationError
 
 CAPACITY = 100
 KEYS = st.sampled_from([None, None, None, "a", "b", "c"])
 SIZES = st.integers(min_value=0, max_value=CAPACITY)
 PRIORITIES = st.sampled_from([0, 10, 50, 50, 100])
+CRITICAL = 0.95
+HIGH = 0.85
 
 
 @dataclass
@@ -38,9 +53,14 @@ class Model:
     """Reference semantics, written for clarity rather than speed."""
 
     capacity: int
+    follow: bool = False
     used: int = 0
     peak: int = 0
-    headroom: int | None = None
+    now: float = 0.0
+    limit: int | None = None
+    recent: list[tuple[float, int]] = field(default_factory=list)
+    sampled_at: float = -float("inf")
+    sizes: dict[int, int] = field(default_factory=dict)  # resized requests' bytes
     state: dict[int, int] = field(default_factory=dict)
     live: list[Request] = field(default_factory=list)  # in grant order
     queue: list[Request] = field(default_factory=list)  # in service order
@@ -51,18 +71,32 @@ class Model:
     cancelled: int = 0
     evictions: int = 0
 
+    def n(self, request: Request) -> int:
+        return self.sizes.get(id(request), request.nbytes)
+
+    def unmanaged_recent(self) -> int:
+        return max(u for _, u in self.recent) if self.recent else 0
+
+    def ceiling(self) -> int:
+        if self.limit is None:
+            return self.capacity
+        return min(self.capacity, int(self.limit * CRITICAL) - self.unmanaged_recent())
+
+    def headroom(self) -> int | None:
+        return None if self.limit is None else max(self.ceiling() - self.used, 0)
+
     def _grant(self, request: Request) -> None:
-        self.used += request.nbytes
+        self.used += self.n(request)
+        # The measured rule: no grant ends above the room of the moment.
+        assert self.used <= self.ceiling() or self.n(request) == 0
         self.peak = max(self.peak, self.used)
-        if self.headroom is not None:
-            self.headroom = max(self.headroom - request.nbytes, 0)
         self.live.append(request)
         self.state[id(request)] = LIVE
         if request._key is not None:
             self.keys[request._key] = request
 
     def _drop(self, request: Request) -> None:
-        self.used -= request.nbytes
+        self.used -= self.n(request)
         self.live.remove(request)
         self.state[id(request)] = RELEASED
         if request._key is not None and self.keys.get(request._key) is request:
@@ -75,18 +109,19 @@ class Model:
         self.evictions += len(victims)
 
     def _plan(self, nbytes: int, priority: int) -> list[Request] | None:
-        need = self.used + nbytes - self.capacity
-        eligible = [a for a in self.live if a.evictable and a.priority < priority and a.nbytes]
-        if sum(a.nbytes for a in eligible) < need:
+        need = self.used + nbytes - self.ceiling()
+        n = self.n
+        eligible = [a for a in self.live if a.evictable and a.priority < priority and n(a)]
+        if sum(n(a) for a in eligible) < need:
             return None
-        eligible.sort(key=lambda a: (a.priority, a.nbytes))
+        eligible.sort(key=lambda a: (a.priority, n(a)))
         victims: list[Request] = []
         for victim in eligible:
             victims.append(victim)
-            if sum(v.nbytes for v in victims) >= need:
+            if sum(n(v) for v in victims) >= need:
                 break
         # Never more than needed: without the last victim it would not fit.
-        assert sum(v.nbytes for v in victims[:-1]) < need
+        assert sum(n(v) for v in victims[:-1]) < need
         assert all(v.priority < priority and v.evictable for v in victims)
         return victims
 
@@ -96,9 +131,7 @@ class Model:
             return True
         if queued_ahead:
             return False
-        if self.headroom is not None and nbytes > self.headroom:
-            return False
-        if self.used + nbytes > self.capacity:
+        if self.used + nbytes > self.ceiling():
             victims = self._plan(nbytes, request.priority)
             if victims is None:
                 return False
@@ -132,9 +165,7 @@ class Model:
     def pump(self) -> None:
         while self.queue:
             head = self.queue[0]
-            if self.headroom is not None and head.nbytes > self.headroom:
-                return
-            if self.used + head.nbytes > self.capacity:
+            if self.used + head.nbytes > self.ceiling():
                 victims = self._plan(head.nbytes, head.priority)
                 if victims is None:
                     return
@@ -177,35 +208,69 @@ class Model:
             self.pump()
         return False
 
-    def set_pressure(self, level: int, available: int) -> None:
-        self.headroom = available if level >= 2 else None
+    def resize(self, request: Request, nbytes: int) -> bool:
+        if self.state[id(request)] != LIVE:
+            return False
+        extra = nbytes - self.n(request)
+        if extra > 0:
+            if any(q.priority >= request.priority for q in self.queue):
+                return False
+            if self.used + extra > self.ceiling():
+                victims = self._plan(extra, request.priority)
+                if victims is None:
+                    return False
+                self._evict(victims)
+        self.sizes[id(request)] = nbytes
+        self.used += extra
+        assert extra <= 0 or self.used <= self.ceiling()
+        self.peak = max(self.peak, self.used)
+        if extra < 0 or self.evicted:
+            self.pump()
+        return True
+
+    def observe(self, used: int, limit: int, level: int) -> None:
+        unmanaged = max(used - self.used, 0)
+        self.recent.append((self.now, unmanaged))
+        while len(self.recent) > RECENT_SAMPLES and self.recent[0][0] < self.now - RECENT_WINDOW:
+            self.recent.pop(0)
+        self.sampled_at = self.now
+        if limit != self.limit:
+            self.limit = limit
+            if self.follow:
+                self.capacity = max(int(limit * CRITICAL) - unmanaged, 1)
         if level >= 3:
-            self._evict(sorted((a for a in self.live if a.evictable), key=_order))
+            self._evict(sorted((a for a in self.live if a.evictable), key=self._order))
         self.pump()
+
+    def needs_sample(self, nbytes: int) -> bool:
+        if self.limit is None or nbytes <= 0:
+            return False
+        above_high = self.unmanaged_recent() + self.used + nbytes > int(self.limit * HIGH)
+        return above_high and self.now - self.sampled_at > STALE_AFTER
+
+    def _order(self, request: Request) -> tuple[int, int]:
+        return (request.priority, self.n(request))
 
     def evict_below(self, priority: int) -> None:
         self._evict(
-            sorted((a for a in self.live if a.evictable and a.priority < priority), key=_order)
+            sorted((a for a in self.live if a.evictable and a.priority < priority), key=self._order)
         )
         self.pump()
-
-
-def _order(request: Request) -> tuple[int, int]:
-    return (request.priority, request.nbytes)
 
 
 class LedgerMachine(RuleBasedStateMachine):
     """Random operations on a Ledger, mirrored on the Model."""
 
-    @initialize(capacity=st.sampled_from([1, 10, CAPACITY]))
-    def setup(self, capacity: int) -> None:
-        self.now = 0.0
+    @initialize(capacity=st.sampled_from([1, 10, CAPACITY]), follow=st.booleans())
+    def setup(self, capacity: int, follow: bool) -> None:
         self.evicted: list[Request] = []
         self.woken: list[Request] = []
+        self.model = Model(capacity, follow=follow)
         self.ledger = Ledger(
-            capacity, clock=lambda: self.now, history=5, on_evicted=self.evicted.extend
+            capacity, clock=lambda: self.model.now, history=5, on_evicted=self.evicted.extend
         )
-        self.model = Model(capacity)
+        if follow:
+            self.ledger.follow_samples()
         self.requests: list[Request] = []
 
     def _new(self, nbytes: int, priority: int, evictable: bool, key: str | None) -> Request:
@@ -291,12 +356,41 @@ class LedgerMachine(RuleBasedStateMachine):
         self._check_op()
 
     @rule(
-        level=st.integers(min_value=0, max_value=3),
-        available=st.integers(min_value=-5, max_value=CAPACITY),
+        used=st.integers(min_value=0, max_value=2 * CAPACITY),
+        limit=st.sampled_from([50, CAPACITY, 2 * CAPACITY]),
+        level=st.sampled_from([0, 0, 1, 2, 3]),
     )
-    def pressure(self, level: int, available: int) -> None:
-        self.model.set_pressure(level, max(available, 0))
-        self.ledger.set_pressure(level, available)
+    def observe(self, used: int, limit: int, level: int) -> None:
+        self.model.observe(used, limit, level)
+        self.ledger.observe(used, limit, level, critical=CRITICAL, high=HIGH)
+        self._check_op()
+
+    @precondition(lambda self: any(r._state == LIVE for r in self.requests))
+    @rule(index=st.integers(min_value=0), nbytes=SIZES)
+    def resize(self, index: int, nbytes: int) -> None:
+        request = self._pick(LIVE, index)
+        assert request is not None
+        if nbytes > self.model.capacity:
+            with pytest.raises(MemoryAllocationError):
+                self.ledger.resize(request, nbytes)
+            return
+        expected = self.model.resize(request, nbytes)
+        assert self.ledger.resize(request, nbytes) is expected
+        assert request.nbytes == self.model.n(request)
+        self._check_op()
+
+    @rule(nbytes=SIZES)
+    def needs_sample(self, nbytes: int) -> None:
+        assert self.ledger.needs_sample(nbytes) is self.model.needs_sample(nbytes)
+
+    @rule()
+    def forget_samples(self) -> None:
+        self.model.limit = None
+        self.model.recent.clear()
+        self.model.sampled_at = -float("inf")
+        self.model.follow = False
+        self.model.pump()
+        self.ledger.forget_samples()
         self._check_op()
 
     @rule(priority=PRIORITIES)
@@ -305,9 +399,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.ledger.evict_below(priority)
         self._check_op()
 
-    @rule(dt=st.sampled_from([0.0, 0.004, 0.011]))
+    @rule(dt=st.sampled_from([0.0, 0.004, 0.011, 0.06, 1.0]))
     def tick(self, dt: float) -> None:
-        self.now += dt
+        self.model.now += dt
 
     # ----------------------------------------------------------- invariants
 
@@ -316,7 +410,11 @@ class LedgerMachine(RuleBasedStateMachine):
         for request in self.requests:
             assert request._state == self.model.state[id(request)], request
         assert self.ledger.queued() == self.model.queue
-        assert self.ledger.headroom == self.model.headroom
+        assert self.ledger.headroom == self.model.headroom()
+        assert self.ledger.capacity == self.model.capacity
+        assert self.ledger.limit == self.model.limit
+        if self.model.limit is not None:
+            assert self.ledger.unmanaged == self.model.unmanaged_recent()
         row = self.ledger.snapshot()
         assert (row.used, row.peak) == (self.model.used, self.model.peak)
         assert (row.timeouts, row.cancelled, row.evictions) == (
@@ -342,7 +440,12 @@ class LedgerMachine(RuleBasedStateMachine):
     def accounting_is_exact(self) -> None:
         live = [r for r in self.requests if r._state == LIVE]
         row = self.ledger.snapshot()
-        assert row.used == sum(r.nbytes for r in live) <= row.capacity
+        assert row.used == sum(r.nbytes for r in live)
+        if not self.model.follow:
+            # An automatic capacity follows the limit and may fall below what is
+            # already granted (when measured use is past the CRITICAL line);
+            # grants still never exceed it (checked in Model._grant).
+            assert row.used <= row.capacity
         assert row.allocations == len(live)
         assert row.waiters == self.ledger.waiting == len(self.ledger.queued())
         assert row.waiters == sum(r._state == QUEUED for r in self.requests)
@@ -363,14 +466,12 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         head = queued[0]
         row = self.ledger.snapshot()
-        if row.headroom is not None and head.nbytes > row.headroom:
-            return
         lower = sum(
             r.nbytes
             for r in self.requests
             if r._state == LIVE and r.evictable and r.priority < head.priority
         )
-        assert row.used + head.nbytes - lower > row.capacity
+        assert row.used + head.nbytes - lower > self.model.ceiling()
 
     @invariant()
     def history_is_bounded_and_coalesced(self) -> None:

@@ -17,6 +17,14 @@ priority, however small. A new request is granted at once only when no waiter
 of equal or higher priority is queued (no barging). Zero-byte requests take
 nothing from anyone and are granted at once.
 
+Measured memory (Dask's managed/unmanaged model): when a pressure monitor
+feeds samples through :meth:`Ledger.observe`, ``unmanaged = max(0, measured
+used - reserved)`` and a grant must also fit ``limit * critical -
+unmanaged_recent``, where ``unmanaged_recent`` is the largest unmanaged value
+seen over the last :data:`RECENT_WINDOW` seconds (and at least the last
+:data:`RECENT_SAMPLES` samples). The two bounds fold into one ceiling, so the
+grant decision costs the same with or without a monitor.
+
 Side effects that may run user code (waking a parked task, ``on_evict``) never
 run under the lock: each mutating method collects them and runs them after the
 lock is released.
@@ -36,7 +44,6 @@ from .errors import MemoryAllocationError
 __all__ = ["HistoryRow", "Ledger", "Request"]
 
 # Pressure levels as plain ints, so the core does not depend on the monitor.
-_HIGH = 2
 _CRITICAL = 3
 
 #: What :meth:`Ledger._admit` returns when it evicted nobody (shared, never mutated).
@@ -50,6 +57,14 @@ ABANDONED = 4
 
 #: Stats history keeps at most one entry per this many seconds (of ``clock``).
 HISTORY_INTERVAL = 0.01
+
+#: ``unmanaged_recent`` is the largest unmanaged value over this many seconds...
+RECENT_WINDOW = 2.0
+#: ...and over at least this many of the latest samples.
+RECENT_SAMPLES = 3
+#: A sample older than this (seconds of ``clock``) is re-taken before a grant
+#: that would end above the HIGH line.
+STALE_AFTER = 0.05
 
 
 class Request:
@@ -156,6 +171,8 @@ class HistoryRow(NamedTuple):
     cancelled: int
     headroom: int | None
     level: int
+    unmanaged: int | None
+    limit: int | None
 
 
 class Ledger:
@@ -177,6 +194,9 @@ class Ledger:
         self.owner: Any = owner  # the MemoryManager this ledger keeps the books of
         self._lock = threading.Lock()
         self._capacity = capacity
+        # What grants are checked against: the capacity, lowered to the measured
+        # room while samples come in (see observe()).
+        self._ceiling = capacity
         self._clock = clock
         self._on_evicted = on_evicted
         self._used = 0
@@ -191,8 +211,17 @@ class Ledger:
         self._order: list[int] = []  # priorities with waiters, highest first
         self._nwaiting = 0
         self._waiters_peak = 0
-        self._headroom: int | None = None
         self._level = 0
+        # The measured view (see observe()); _limit is None until a sample comes.
+        self._limit: int | None = None
+        self._critical = 0.95
+        self._high = 0.85
+        self._critical_line = 0
+        self._high_line = 0
+        self._unmanaged_recent = 0
+        self._recent: deque[tuple[float, int]] = deque()
+        self._sampled_at = -float("inf")
+        self._auto_capacity = False
         self._serial = itertools.count(1)
         self._granted = 0
         self._evictions = 0
@@ -228,13 +257,25 @@ class Ledger:
 
     @property
     def headroom(self) -> int | None:
-        """Bytes still grantable under HIGH pressure (None when not under pressure)."""
-        return self._headroom
+        """Bytes grantable now under the measured rule (None without samples)."""
+        if self._limit is None:
+            return None
+        return max(self._ceiling - self._used, 0)
 
     @property
     def level(self) -> int:
-        """The last pressure level reported with :meth:`set_pressure`."""
+        """The pressure level reported with the last :meth:`observe`."""
         return self._level
+
+    @property
+    def unmanaged(self) -> int | None:
+        """``unmanaged_recent``: the largest recent unmanaged value (None without samples)."""
+        return self._unmanaged_recent if self._limit is not None else None
+
+    @property
+    def limit(self) -> int | None:
+        """The limit of the last sample observed (None without samples)."""
+        return self._limit
 
     def snapshot(self) -> HistoryRow:
         """A consistent snapshot of every counter, stamped with ``time.time()``."""
@@ -421,18 +462,95 @@ class Ledger:
                     self._keys[key] = request
             return key
 
-    # ------------------------------------------------------ pressure, evict
+    # ------------------------------------------------------------- resizing
 
-    def set_pressure(self, level: int, available: int | None) -> list[Request]:
-        """Apply a pressure level: headroom limits grants from HIGH, CRITICAL evicts.
+    def resize(self, request: Request, nbytes: int) -> bool:
+        """Change a LIVE request's bytes to ``nbytes``; False if refused or not held.
 
-        ``available`` is the sample's remaining bytes; grants under HIGH
-        pressure consume it until the next sample. At CRITICAL every evictable
-        allocation is evicted, lowest priority first. Returns what was evicted.
+        Shrinking always succeeds and serves waiters with what it frees.
+        Growing succeeds only when the extra bytes could be granted now to a
+        new request of the same priority (no barging past a queued equal or
+        higher priority; lower-priority evictables may be evicted); otherwise
+        nothing changes. Raises ``MemoryAllocationError`` for ``nbytes >
+        capacity``.
         """
         with self._lock:
+            if nbytes > self._capacity:
+                raise _too_large("nbytes", nbytes, self._capacity)
+            if request._state != LIVE:
+                return False
+            extra = nbytes - request._nbytes
+            if not extra:
+                return True
+            evicted: list[Request] | tuple[Request, ...] = _NOBODY
+            if extra > 0:
+                order = self._order
+                if order and order[0] >= request._priority:
+                    return False
+                if self._used + extra > self._ceiling:
+                    victims = self._evict_for(extra, request._priority)
+                    if victims is None:
+                        return False
+                    evicted = victims
+            request._nbytes = nbytes
+            used = self._used = self._used + extra
+            if used > self._peak:
+                self._peak = used
+            if request._evictable:
+                self._evictable_bytes += extra
+            now = self._clock()
+            if now >= self._next_history:
+                self._record(now)
+            if extra > 0 and not evicted:
+                return True
+            granted, more = self._pump() if self._order else ([], [])
+        self._after(granted, [*evicted, *more])
+        return True
+
+    # ------------------------------------------------------ measured, evict
+
+    def observe(
+        self,
+        used: int,
+        limit: int,
+        level: int,
+        *,
+        critical: float,
+        high: float,
+    ) -> list[Request]:
+        """Take a memory sample into account; return what it evicted.
+
+        ``used`` and ``limit`` are the sample's; ``critical`` and ``high`` the
+        monitor's thresholds (fractions of ``limit``). Updates
+        ``unmanaged_recent`` and the measured room, then serves the queue, so
+        waiters wake when unmanaged memory falls. At ``level`` CRITICAL every
+        evictable allocation is evicted first, lowest priority first. With an
+        automatic capacity (:meth:`follow_samples`), the capacity is set to
+        ``limit * critical - unmanaged`` (at least 1) at the first sample and
+        whenever ``limit`` changes.
+        """
+        with self._lock:
+            now = self._clock()
+            unmanaged = used - self._used
+            if unmanaged < 0:
+                unmanaged = 0
+            recent = self._recent
+            recent.append((now, unmanaged))
+            horizon = now - RECENT_WINDOW
+            while len(recent) > RECENT_SAMPLES and recent[0][0] < horizon:
+                recent.popleft()
+            self._unmanaged_recent = max(u for _, u in recent)
+            self._sampled_at = now
             self._level = level
-            self._headroom = max(available, 0) if level >= _HIGH and available is not None else None
+            self._critical = critical
+            self._high = high
+            if limit != self._limit:
+                self._limit = limit
+                if self._auto_capacity:
+                    self._capacity = max(int(limit * critical) - unmanaged, 1)
+            self._critical_line = int(limit * critical)
+            self._high_line = int(limit * high)
+            self._ceiling = min(self._capacity, self._critical_line - self._unmanaged_recent)
             evicted: list[Request] = []
             if level >= _CRITICAL and self._evictable:
                 victims = sorted(self._evictable, key=_eviction_order)
@@ -446,6 +564,38 @@ class Ledger:
                 evicted.extend(more)
         self._after(granted, evicted)
         return evicted
+
+    def follow_samples(self) -> None:
+        """Let the first sample (and every change of its limit) set the capacity."""
+        with self._lock:
+            self._auto_capacity = True
+
+    def forget_samples(self) -> None:
+        """Stop applying the measured room (the monitor went away); serve the queue."""
+        with self._lock:
+            self._limit = None
+            self._level = 0
+            self._recent.clear()
+            self._unmanaged_recent = 0
+            self._sampled_at = -float("inf")
+            self._auto_capacity = False
+            self._ceiling = self._capacity
+            granted, evicted = self._pump() if self._order else ([], [])
+        self._after(granted, evicted)
+
+    def needs_sample(self, nbytes: int) -> bool:
+        """Whether a fresh sample should be taken before granting ``nbytes`` more.
+
+        True when samples are observed, the newest is older than
+        :data:`STALE_AFTER` seconds and the grant would end above the HIGH line
+        (``unmanaged_recent + reserved + nbytes > limit * high``).
+        """
+        if self._limit is None or nbytes <= 0:
+            return False
+        return (
+            self._unmanaged_recent + self._used + nbytes > self._high_line
+            and self._clock() - self._sampled_at > STALE_AFTER
+        )
 
     def evict_below(self, priority: int) -> list[Request]:
         """Evict every evictable allocation of priority ``< priority``; return them all."""
@@ -477,8 +627,8 @@ class Ledger:
 
         Returns None when it must wait, else the allocations evicted to make it
         fit (usually none). Zero bytes take nothing and are always admitted;
-        otherwise no barging past a queued equal or higher priority, and under
-        pressure it must fit the headroom.
+        otherwise no barging past a queued equal or higher priority, and it
+        must fit the ceiling (the capacity, lowered to the measured room).
         """
         nbytes = request._nbytes
         if not nbytes:
@@ -486,10 +636,7 @@ class Ledger:
         order = self._order
         if order and order[0] >= request._priority:
             return None
-        headroom = self._headroom
-        if headroom is not None and nbytes > headroom:
-            return None
-        if self._used + nbytes <= self._capacity:
+        if self._used + nbytes <= self._ceiling:
             return _NOBODY
         return self._evict_for(nbytes, request._priority)
 
@@ -520,8 +667,6 @@ class Ledger:
         if request._evictable:
             self._evictable[request] = None
             self._evictable_bytes += nbytes
-        if self._headroom is not None:
-            self._headroom = max(self._headroom - nbytes, 0)
         now = self._clock()
         if now >= self._next_history:
             self._record(now)
@@ -555,8 +700,10 @@ class Ledger:
             self._evicted_bytes,
             self._timeouts,
             self._cancelled,
-            self._headroom,
+            self.headroom,
             self._level,
+            self.unmanaged,
+            self._limit,
         )
 
     def _record(self, now: float) -> None:
@@ -571,7 +718,7 @@ class Ledger:
 
         Evicts nothing and returns None when evicting all of them would not do.
         """
-        need = self._used + nbytes - self._capacity
+        need = self._used + nbytes - self._ceiling
         if self._evictable_bytes < need:
             return None
         eligible = [r for r in self._evictable if r._priority < priority and r._nbytes]
@@ -623,10 +770,7 @@ class Ledger:
             queue = self._queues[priority]
             request = next(iter(queue))
             nbytes = request._nbytes
-            headroom = self._headroom
-            if headroom is not None and nbytes > headroom:
-                break
-            need = self._used + nbytes - self._capacity
+            need = self._used + nbytes - self._ceiling
             if need > 0:
                 if self._evictable_bytes < need:
                     break  # the usual case, decided without a call

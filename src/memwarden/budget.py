@@ -6,8 +6,10 @@ A :class:`MemoryManager` holds a byte capacity. Tasks ask for bytes with
 them back with ``release``. Waiters are served by priority, FIFO within a
 priority, without letting small requests starve a large one; evictable
 allocations of lower priority make room for higher-priority requests. With a
-pressure monitor attached, grants also respect the memory the machine really
-has left.
+pressure monitor attached, grants also respect the memory the process (or its
+container) really uses: reserved bytes are *managed*, whatever else the probe
+measures is *unmanaged*, and a grant must fit ``limit * critical -
+unmanaged_recent`` as well as the capacity (see ``memwarden._grants``).
 
 Every decision is taken by the synchronous ledger in ``memwarden._grants``
 under one lock; this module only parks waiters, applies timeouts, handles
@@ -31,6 +33,7 @@ import gc
 import inspect
 import logging
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -51,7 +54,8 @@ from .errors import AllocationTimeoutError, MemoryOptimizationError
 if TYPE_CHECKING:
     from .config import WardenConfig
     from .gc import GCController
-    from .pressure import PressureEvent, PressureMonitor
+    from .pressure import PressureMonitor
+    from .probes import MemorySample
 
 __all__ = ["Allocation", "MemoryManager", "MemoryStats", "Priority"]
 
@@ -75,6 +79,10 @@ class MemoryStats:
 
     ``total_allocated`` is the capacity; ``peak_usage`` is exact (tracked on
     every grant). ``waiters_peak`` is the most requests ever queued at once.
+    With a monitor: ``managed`` is the reserved bytes (``current_usage``),
+    ``unmanaged`` the largest recent measured use beyond them, ``limit`` the
+    sample's limit and ``headroom`` the bytes grantable now under the measured
+    rule; without one the last three are None.
     """
 
     total_allocated: int
@@ -91,6 +99,9 @@ class MemoryStats:
     evicted_bytes: int = 0
     cancelled: int = 0
     headroom: int | None = None
+    managed: int = 0
+    unmanaged: int | None = None
+    limit: int | None = None
 
     @classmethod
     def _from_row(cls, row: HistoryRow) -> MemoryStats:
@@ -109,6 +120,9 @@ class MemoryStats:
             evicted_bytes=row.evicted_bytes,
             cancelled=row.cancelled,
             headroom=row.headroom,
+            managed=row.used,
+            unmanaged=row.unmanaged,
+            limit=row.limit,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,9 +178,12 @@ class MemoryManager:
     """An awaitable, fair, priority-aware byte budget (seed 000's MemoryManager).
 
     ``capacity`` is the number of bytes it may grant; ``None`` takes
-    ``config.capacity`` or else ``detect_memory_limit() * max_memory_percent / 100``.
-    ``monitor`` couples grants to memory pressure (anything with ``level``,
-    ``last_sample`` and ``add_listener`` works); ``history`` bounds the stats
+    ``config.capacity``, else with a monitor ``limit * critical - unmanaged``
+    from the first sample (recomputed only when the limit changes), else
+    ``detect_memory_limit() * max_memory_percent / 100``. ``monitor`` couples
+    grants to measured memory (a :class:`~memwarden.pressure.PressureMonitor`:
+    every sample updates the measured room and wakes waiters it now admits; a
+    CRITICAL level evicts evictable allocations); ``history`` bounds the stats
     history (0 disables it) and ``clock`` stamps it (tests pass a ManualClock);
     ``fast_acquire=True`` makes an acquire that fits at once skip its
     checkpoint; ``gc_controller`` is used by :meth:`optimize`. Timeouts follow
@@ -197,9 +214,9 @@ class MemoryManager:
                 raise TypeError(
                     f"config must be a WardenConfig, got {type(config).__name__} {config!r}"
                 )
-        if monitor is not None and not callable(getattr(monitor, "add_listener", None)):
+        if monitor is not None and not callable(getattr(monitor, "add_sample_listener", None)):
             raise TypeError(
-                f"monitor must be a PressureMonitor (it needs add_listener), got "
+                f"monitor must be a PressureMonitor (it needs add_sample_listener), got "
                 f"{type(monitor).__name__}"
             )
         if gc_controller is not None and not (
@@ -217,8 +234,13 @@ class MemoryManager:
             raise TypeError(
                 f"fast_acquire must be a bool, got {type(fast_acquire).__name__} {fast_acquire!r}"
             )
+        follow = False
         if capacity is None:
-            capacity = _default_capacity(config)
+            if monitor is not None and (config is None or config.capacity is None):
+                follow = True
+                capacity = 1  # set by the first sample, below
+            else:
+                capacity = _default_capacity(config)
         else:
             check_int("capacity", capacity, minimum=1)
         self._ledger = Ledger(
@@ -229,12 +251,21 @@ class MemoryManager:
         self._cleanups: list[Callable[[], object]] = []
         self._monitor = monitor
         self._detach: Callable[[], None] | None = None
+        # Set while this thread runs the sample listener: a grant made from an
+        # on_evict callback there must not sample again (the monitor's lock is held).
+        self._observing = threading.local()
         if monitor is not None:
+            if follow:
+                self._ledger.follow_samples()
+            thresholds = monitor.thresholds
+            self._critical = float(thresholds.critical)
+            self._high = float(thresholds.high)
+            self._detach = monitor.add_sample_listener(self._on_sample)
             sample = monitor.last_sample
-            self._ledger.set_pressure(
-                int(monitor.level), sample.available if sample is not None else None
-            )
-            self._detach = monitor.add_listener(self._on_pressure)
+            if sample is None:
+                monitor.sample_now()  # calls _on_sample
+            else:
+                self._on_sample(sample)
 
     # ------------------------------------------------------------ acquiring
 
@@ -278,6 +309,8 @@ class MemoryManager:
         :meth:`acquire`. Thread-safe.
         """
         allocation = self._request(nbytes, key, priority, timeout, evictable, on_evict)
+        if self._monitor is not None:
+            self._refresh(nbytes)
         return allocation if self._ledger.try_grant(allocation) else None
 
     def reserve(
@@ -344,6 +377,8 @@ class MemoryManager:
         """Try the ledger's grant, then checkpoint; else park until it hands one over."""
         ledger = self._ledger
         backend = _backend.current()
+        if self._monitor is not None:
+            self._refresh(allocation._nbytes)
         if ledger.try_grant(allocation):
             if not self._fast_acquire:
                 # The checkpoint after the grant, as trio's _sync.py: a cancelled
@@ -398,6 +433,30 @@ class MemoryManager:
             f"{type(allocation_or_key).__name__} {allocation_or_key!r}"
         )
 
+    def resize(self, allocation: Allocation, nbytes: int) -> bool:
+        """Make a held allocation hold ``nbytes``; return whether it does now.
+
+        Shrinking always succeeds and serves waiters with the bytes it frees.
+        Growing succeeds only when the extra bytes fit now, fairly, as for
+        :meth:`try_acquire` (never past a queued waiter of equal or higher
+        priority; lower-priority evictable allocations may be evicted);
+        otherwise it returns False and changes nothing. False too for an
+        allocation no longer held (released or evicted). Raises ``TypeError`` /
+        ``ValueError`` naming ``nbytes`` for a bad size,
+        ``MemoryAllocationError`` for ``nbytes > capacity`` and ``ValueError``
+        for an allocation of another manager. Thread-safe; never waits.
+        """
+        if not isinstance(allocation, Allocation):
+            raise TypeError(
+                f"allocation must be an Allocation, got {type(allocation).__name__} {allocation!r}"
+            )
+        if allocation._owner is not self._ledger:
+            raise ValueError(f"allocation={allocation!r} belongs to another MemoryManager")
+        check_int("nbytes", nbytes)
+        if self._monitor is not None:
+            self._refresh(nbytes - allocation._nbytes)
+        return self._ledger.resize(allocation, nbytes)
+
     def _evicted(self, evicted: list[Request]) -> None:
         # Runs outside the ledger lock, in whichever thread caused the eviction.
         for allocation in evicted:
@@ -423,20 +482,49 @@ class MemoryManager:
 
     # ------------------------------------------------------------- pressure
 
-    def _on_pressure(self, event: PressureEvent) -> None:
-        self._ledger.set_pressure(int(event.level), event.sample.available)
+    def _on_sample(self, sample: MemorySample) -> None:
+        # Runs inside monitor.sample_now(), under the monitor's lock.
+        monitor = self._monitor
+        if monitor is None:
+            return
+        observing = self._observing
+        observing.active = True
+        try:
+            self._ledger.observe(
+                sample.used,
+                sample.limit,
+                int(monitor.level),
+                critical=self._critical,
+                high=self._high,
+            )
+        finally:
+            observing.active = False
+
+    def _refresh(self, nbytes: int) -> None:
+        """Sample again first if the ledger says the newest sample is too old for this grant."""
+        monitor = self._monitor
+        if (
+            monitor is None
+            or not self._ledger.needs_sample(nbytes)
+            or getattr(self._observing, "active", False)
+        ):
+            return
+        try:
+            monitor.sample_now()  # its listener updates the ledger
+        except Exception:
+            _log.warning("re-sampling memory before a grant failed", exc_info=True)
 
     def close(self) -> None:
         """Detach from the pressure monitor (idempotent); the budget keeps working without it.
 
-        The last pressure level stops applying: headroom limits are lifted
-        and waiters they held back are served.
+        The measured rule stops applying: only the capacity (as it stands)
+        limits grants, and waiters the measured room held back are served.
         """
         detach, self._detach = self._detach, None
+        self._monitor = None
         if detach is not None:
             detach()
-            self._ledger.set_pressure(0, None)
-        self._monitor = None
+            self._ledger.forget_samples()
 
     # ---------------------------------------------------- seed 000 surface
 
@@ -458,6 +546,8 @@ class MemoryManager:
         if not isinstance(key, str):
             raise TypeError(f"key must be a str, got {type(key).__name__} {key!r}")
         allocation = self._request(size, key, priority, None, evictable, on_evict, size="size")
+        if self._monitor is not None:
+            self._refresh(size)
         if self._ledger.try_grant(allocation):
             return True
         await self.optimize()
