@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import pytest
+from anyio import wait_all_tasks_blocked
 from both_backends import on_both
+from test_probes import FakeHost
 
+from memwarden import _psi
+from memwarden._psi import PsiTrigger
 from memwarden.pressure import PressureEvent, PressureLevel, PressureMonitor
+from memwarden.probes import SystemProbe
 from memwarden.testing import ManualClock, StaticProbe
 
 LOW, MEDIUM, HIGH, CRITICAL = (
@@ -211,3 +222,341 @@ async def test_run_samples_faster_as_the_headroom_shrinks() -> None:
         assert 4 <= await _samples_in(clock, probe, 2.0) <= 6
         tg.cancel_scope.cancel()
     assert clock.sleepers == 0
+
+
+# -- kernel wake-ups on fake cgroup trees -------------------------------------------------
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+class Registrations:
+    """Records what is written to cgroup.event_control (writes there are concatenated)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.writes: list[tuple[int, int, int]] = []
+        real = _psi._os_write
+
+        def record(fd: int, data: bytes) -> int:
+            fields = data.split()
+            if len(fields) == 3 and all(f.isdigit() for f in fields):
+                efd, target, value = (int(f) for f in fields)
+                self.writes.append((efd, target, value))
+            return real(fd, data)
+
+        monkeypatch.setattr(_psi, "_os_write", record)
+
+    def values(self, efd: int) -> list[int]:
+        return [value for fd, _, value in self.writes if fd == efd]
+
+
+def _v1_host(tmp_path: Path, *, usage: int, inactive: int, limit: int = GIB) -> FakeHost:
+    host = FakeHost(tmp_path)
+    host.v1("/app")
+    host.v1_level("/app", limit=str(limit), usage=usage, inactive_file=inactive)
+    host.write("/sys/fs/cgroup/memory/app/cgroup.event_control", "")
+    return host
+
+
+def _lines(limit: int, inactive: int, *fractions: float) -> list[int]:
+    return sorted(round(limit * f) + inactive for f in fractions)
+
+
+def _thresholds_trigger(monitor: PressureMonitor) -> PsiTrigger:
+    (source,) = [s for s in monitor._sources if s.kind == "cgroup-v1-thresholds"]
+    return source.trigger
+
+
+async def _next_sample(monitor: PressureMonitor) -> None:
+    seen = anyio.Event()
+    remove = monitor.add_sample_listener(lambda sample: seen.set())
+    try:
+        with anyio.fail_after(10):
+            await seen.wait()
+    finally:
+        remove()
+
+
+@on_both
+async def test_v1_thresholds_armed_at_each_line_plus_inactive_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registrations = Registrations(monkeypatch)
+    inactive = 100 * MIB
+    host = _v1_host(tmp_path, usage=300 * MIB + inactive, inactive=inactive)
+    clock = ManualClock()
+    with SystemProbe(root=str(host.root), limit_refresh=0) as probe:
+        monitor = PressureMonitor(probe, clock=clock, sleep=clock.sleep, interval=3600.0)
+        async with anyio.create_task_group() as tg:
+            await tg.start(monitor.run)
+            stats = monitor.stats()
+            assert stats.event_sources == ("cgroup-v1-thresholds",)
+            assert stats.psi_source is not None
+            assert stats.psi_source.endswith("app/memory.usage_in_bytes")
+            trigger = _thresholds_trigger(monitor)
+            assert registrations.values(trigger._fd) == _lines(GIB, inactive, 0.70, 0.85, 0.95)
+            (line,) = monitor.event_sources()
+            assert line.startswith("cgroup-v1-thresholds ")
+            assert "memory.usage_in_bytes at 816.8 MiB, 970.4 MiB" in line
+            tg.cancel_scope.cancel()
+        assert monitor.event_sources() == ()
+        assert trigger.closed
+
+
+@on_both
+async def test_a_crossing_wakes_run_early_and_rearms_for_the_new_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registrations = Registrations(monkeypatch)
+    inactive = 64 * MIB
+    host = _v1_host(tmp_path, usage=300 * MIB + inactive, inactive=inactive)
+    clock = ManualClock()
+    with SystemProbe(root=str(host.root), limit_refresh=0) as probe:
+        # An hour between samples: only the crossing can cause the second one.
+        monitor = PressureMonitor(probe, clock=clock, sleep=clock.sleep, interval=3600.0)
+        async with anyio.create_task_group() as tg:
+            await tg.start(monitor.run)
+            first = _thresholds_trigger(monitor)
+            await wait_all_tasks_blocked()
+            host.v1_level(
+                "/app", limit=str(GIB), usage=round(0.9 * GIB) + inactive, inactive_file=inactive
+            )
+            registrations.writes.clear()  # a new eventfd may reuse the old number
+            os.eventfd_write(first._fd, 1)  # what the kernel does on a crossing
+            await _next_sample(monitor)
+            assert monitor.level is HIGH
+            assert clock() == 0.0  # no time passed: the sample came before the interval
+            stats = monitor.stats()
+            assert stats.psi_wakeups == 1 and stats.samples == 2 and stats.rearms == 1
+            assert first.closed
+            second = _thresholds_trigger(monitor)
+            # HIGH adds the line it would drop below: 0.85 - 0.02.
+            assert registrations.values(second._fd) == _lines(GIB, inactive, 0.70, 0.83, 0.85, 0.95)
+            tg.cancel_scope.cancel()
+        assert second.closed
+
+
+@on_both
+async def test_thresholds_follow_the_limit_and_page_cache_beyond_a_tolerance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registrations = Registrations(monkeypatch)
+    host = _v1_host(tmp_path, usage=200 * MIB, inactive=0)
+    clock = ManualClock()
+    with SystemProbe(root=str(host.root), limit_refresh=0) as probe:
+        monitor = PressureMonitor(probe, clock=clock, sleep=clock.sleep, interval=1.0)
+        async with anyio.create_task_group() as tg:
+            await tg.start(monitor.run)
+            # 2 MiB more page cache: within the tolerance (4 MiB, 1 % of 1 GiB = 10 MiB).
+            host.v1_level("/app", limit=str(GIB), usage=202 * MIB, inactive_file=2 * MIB)
+            await clock.advance_when_parked(1.0)
+            await clock.wait_for_sleepers(1)
+            assert monitor.stats().rearms == 0
+            # 50 MiB more: every line moves, so they are re-armed.
+            registrations.writes.clear()
+            host.v1_level("/app", limit=str(GIB), usage=250 * MIB, inactive_file=50 * MIB)
+            await clock.advance_when_parked(1.0)
+            await clock.wait_for_sleepers(1)
+            assert monitor.stats().rearms == 1
+            trigger = _thresholds_trigger(monitor)
+            assert registrations.values(trigger._fd) == _lines(GIB, 50 * MIB, 0.70, 0.85, 0.95)
+            # A new limit re-arms at once.
+            registrations.writes.clear()
+            host.v1_level("/app", limit=str(2 * GIB), usage=250 * MIB, inactive_file=50 * MIB)
+            await clock.advance_when_parked(1.0)
+            await clock.wait_for_sleepers(1)
+            assert monitor.stats().rearms == 2
+            trigger = _thresholds_trigger(monitor)
+            assert registrations.values(trigger._fd) == _lines(2 * GIB, 50 * MIB, 0.70, 0.85, 0.95)
+            tg.cancel_scope.cancel()
+
+
+@on_both
+async def test_v1_without_event_control_samples_on_the_interval(tmp_path: Path) -> None:
+    host = _v1_host(tmp_path, usage=200 * MIB, inactive=0)
+    (host.root / "sys/fs/cgroup/memory/app/cgroup.event_control").unlink()
+    clock = ManualClock()
+    with SystemProbe(root=str(host.root)) as probe:
+        monitor = PressureMonitor(probe, clock=clock, sleep=clock.sleep, interval=1.0)
+        async with anyio.create_task_group() as tg:
+            await tg.start(monitor.run)
+            assert monitor.stats().event_sources == ()
+            assert not monitor.stats().psi_active
+            await clock.advance_when_parked(1.0)
+            await clock.wait_for_sleepers(1)
+            assert monitor.stats().samples == 2
+            tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+@on_both
+async def test_run_ending_on_a_fake_tree_leaves_no_descriptors(
+    tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inactive = 10 * MIB
+    host = _v1_host(tmp_path, usage=900 * MIB, inactive=inactive)
+    with SystemProbe(root=str(host.root)) as probe:
+        monitor = PressureMonitor(probe, interval=3600.0)
+        before = _open_fds()
+        if how == "cancel":
+            async with anyio.create_task_group() as tg:
+                await tg.start(monitor.run)
+                assert monitor.stats().event_sources == ("cgroup-v1-thresholds",)
+                await wait_all_tasks_blocked()
+                tg.cancel_scope.cancel()
+        else:
+            with pytest.raises(TimeoutError), anyio.fail_after(0.05):
+                await monitor.run()
+        assert _open_fds() == before
+        assert not monitor.running and monitor.event_sources() == ()
+
+
+# -- cgroup v2 memory.events --------------------------------------------------------------
+
+
+@pytest.fixture
+def oob() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """An AF_UNIX pair: MSG_OOB data raises POLLPRI, as a change of memory.events does."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        a.send(b"!", socket.MSG_OOB)
+        b.recv(1, socket.MSG_OOB)
+    except OSError:
+        a.close()
+        b.close()
+        pytest.skip("this kernel has no MSG_OOB on AF_UNIX sockets (Linux < 5.15)")
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _v2_host(tmp_path: Path) -> FakeHost:
+    host = FakeHost(tmp_path)
+    host.v2("/app")
+    host.v2_level("/app", limit=str(GIB), current=300 * MIB, inactive_file=0)
+    host.write("/sys/fs/cgroup/app/memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
+    return host
+
+
+@on_both
+async def test_v2_memory_events_change_wakes_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, oob: tuple[socket.socket, socket.socket]
+) -> None:
+    sender, receiver = oob
+    host = _v2_host(tmp_path)
+    events_path = str(host.root / "sys/fs/cgroup/app/memory.events")
+    opened: list[str] = []
+    real_open = _psi._os_open
+
+    def fake_open(path: str, flags: int) -> int:
+        if path == events_path:
+            # A regular file cannot be polled: stand in a descriptor that raises POLLPRI.
+            opened.append(path)
+            return os.dup(receiver.fileno())
+        return int(real_open(path, flags))
+
+    drained: list[int] = []
+
+    def drain(fd: int) -> None:
+        drained.append(fd)
+        with contextlib.suppress(OSError):
+            socket.socket(fileno=os.dup(fd)).recv(1, socket.MSG_OOB)
+
+    monkeypatch.setattr(_psi, "_os_open", fake_open)
+    monkeypatch.setattr(_psi, "_looks_like_events", lambda fd: True)
+    monkeypatch.setattr(_psi, "_drain_kernfs", drain)
+    clock = ManualClock()
+    with SystemProbe(root=str(host.root)) as probe:
+        monitor = PressureMonitor(probe, clock=clock, sleep=clock.sleep, interval=3600.0)
+        async with anyio.create_task_group() as tg:
+            await tg.start(monitor.run)
+            assert opened == [events_path]
+            assert monitor.stats().event_sources == ("cgroup-v2-memory.events",)
+            assert len(drained) == 1  # the baseline read when armed
+            await wait_all_tasks_blocked()
+            sender.send(b"!", socket.MSG_OOB)  # the kernel bumped a counter
+            await _next_sample(monitor)
+            assert monitor.stats().psi_wakeups == 1 and clock() == 0.0
+            assert len(drained) == 2  # read again, so the change is not reported twice
+            tg.cancel_scope.cancel()
+        assert monitor.event_sources() == ()
+
+
+def test_memory_events_on_an_ordinary_file_is_refused(tmp_path: Path) -> None:
+    host = _v2_host(tmp_path)
+    before = _open_fds()
+    assert PsiTrigger.open_memory_events(host.root / "sys/fs/cgroup/app") is None
+    assert PsiTrigger.open_memory_events(tmp_path / "missing") is None
+    assert _open_fds() == before
+
+
+# -- logging ------------------------------------------------------------------------------
+
+
+@on_both
+async def test_run_logs_one_info_line_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="memwarden.pressure")
+    host = _v1_host(tmp_path, usage=200 * MIB, inactive=0)
+    with SystemProbe(root=str(host.root)) as probe:
+        monitor = PressureMonitor(probe, interval=3600.0, min_dwell=1.0)
+        async with anyio.create_task_group() as tg:
+            await tg.start(monitor.run)
+            tg.cancel_scope.cancel()
+    (record,) = [r for r in caplog.records if "started" in r.getMessage()]
+    message = record.getMessage()
+    assert record.levelno == logging.INFO
+    assert "limit 1.0 GiB (cgroup v1 " in message and "memory/app)" in message
+    assert "min_dwell 1s" in message
+    assert "wake-ups: cgroup-v1-thresholds " in message
+
+
+@on_both
+async def test_start_line_without_signals(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="memwarden.pressure")
+    monitor = PressureMonitor(StaticProbe(100, 1000), interval=3600.0)
+    async with anyio.create_task_group() as tg:
+        await tg.start(monitor.run)
+        tg.cancel_scope.cancel()
+    assert "limit 1000 B (static)" in caplog.text
+    assert "wake-ups: none (interval only)" in caplog.text
+
+
+def test_level_lines_are_rate_limited_per_level(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="memwarden.pressure")
+    clock, probe = ManualClock(), StaticProbe(0, 1000)
+    monitor, changes = _monitor(probe, clock)
+    for _ in range(5):  # a load in waves, 1 s apart
+        _at(probe, monitor, 0.9)
+        clock.advance(0.5)
+        _at(probe, monitor, 0.1)
+        clock.advance(0.5)
+    assert len(changes) == 10
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(info) == 2
+    assert info[0].startswith("memory pressure high (was low): 900 B used of 1000 B (90.0 %)")
+    assert info[1].startswith("memory pressure low (was high)")
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(debug) == 8
+    caplog.clear()
+    clock.advance(10.0)
+    _at(probe, monitor, 0.9)
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert line.endswith("; entered 4 more times since the last line")
+
+
+def test_renotifications_log_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="memwarden.pressure")
+    clock, probe = ManualClock(), StaticProbe(900, 1000)
+    monitor, _ = _monitor(probe, clock)
+    monitor.sample_now()
+    caplog.clear()
+    clock.advance(10.0)
+    monitor.sample_now()
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+    assert "still high" in caplog.text
