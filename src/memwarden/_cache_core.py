@@ -11,6 +11,13 @@ same cache with no lock at all: the methods are the same; ``get`` and ``put``
 skip ``self._lock`` when it is None, the others enter ``self._guard`` (the
 lock, or a null context).
 
+A byte-weighted cache may be charged to a budget (``budget=``): it then holds
+one LOW-priority evictable reservation of a :class:`~memwarden.budget.MemoryManager`,
+grown in ``budget_chunk`` steps as it fills and shrunk as it empties, and never
+holds more bytes than that reservation. Calls into the budget run outside the
+cache lock, one at a time per cache (``_charge_lock``): the budget may call back
+(``on_evict``, which takes only the cache lock) from any thread.
+
 ``get`` and ``put`` are the hot path users compare against ``cachetools``: they
 take the lock with ``acquire()``/``release()`` in ``try``/``finally`` (about half
 the price of a ``with`` block on CPython 3.11, and the lock is most of the
@@ -37,11 +44,14 @@ from collections.abc import (
     ValuesView,
 )
 from dataclasses import dataclass, fields
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from ._tinylfu import _WTinyLFU
 from ._validate import check_float, check_fraction, check_int
 from .errors import CacheError
+
+if TYPE_CHECKING:
+    from .budget import Allocation, MemoryManager
 
 __all__ = ["CacheStats", "LRUCache", "TTLCache", "WeakValueCache"]
 
@@ -56,6 +66,8 @@ _UNBOUNDED = sys.maxsize
 _EXACT_WEIGH_LIMIT = 2_000
 # What an unlocked cache enters where a locked one takes its lock.
 _UNLOCKED = contextlib.nullcontext()
+#: Default step by which a cache charged to a budget grows its reservation.
+BUDGET_CHUNK = 1 << 20
 
 Policy = Literal["lru", "tinylfu"]
 _POLICIES = ("lru", "tinylfu")
@@ -93,7 +105,8 @@ class CacheStats:
     ``sizeof`` given); otherwise it is measured when the snapshot is taken
     (estimated from a sample above 2,000 entries, with ``nbytes_exact=False``).
     ``held`` says a pressure hold keeps the cache below its bounds.
-    Supports ``stats["hits"]`` for seed compatibility.
+    ``reserved`` is the bytes a cache charged to a budget holds there (None
+    when it is not charged). Supports ``stats["hits"]`` for seed compatibility.
     """
 
     hits: int
@@ -110,6 +123,7 @@ class CacheStats:
     max_bytes: int | None = None
     nbytes_exact: bool = True
     held: bool = False
+    reserved: int | None = None
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-able dict of every field."""
@@ -164,6 +178,15 @@ class LRUCache(MutableMapping[K, V]):
     :meth:`sweep_expired`. ``capacity=0`` caches nothing (``put`` keeps nothing),
     as ``functools.lru_cache(maxsize=0)`` does.
 
+    ``budget=`` charges a byte-weighted cache to a :class:`~memwarden.budget.MemoryManager`:
+    it holds one LOW-priority evictable reservation, grown by ``budget_chunk``
+    bytes at a time as it fills. When the budget refuses to grow it, the cache
+    evicts its own coldest entries instead (a value larger than anything the
+    budget grants is not stored and counts as an eviction; ``put`` never raises
+    for it); when the budget evicts it, the cache drops its entries and reserves
+    again on later puts; clearing or shrinking returns the bytes. Copies and
+    pickles are not charged.
+
     Raises ``TypeError``/``ValueError`` naming the argument for bad arguments.
     All methods are thread-safe: one re-entrant lock per cache guards every
     read and change (``sizeof`` and ``__missing__`` run outside it).
@@ -174,8 +197,11 @@ class LRUCache(MutableMapping[K, V]):
     __slots__ = (
         "__weakref__",
         "_bound",
+        "_budget",
+        "_budget_chunk",
         "_byte_bound",
         "_capacity",
+        "_charge_lock",
         "_clock",
         "_data",
         "_data_get",
@@ -196,6 +222,8 @@ class LRUCache(MutableMapping[K, V]):
         "_plain_put",
         "_policy",
         "_policy_name",
+        "_reservation",
+        "_reserved",
         "_size_peak",
         "_sizeof",
         "_sizes",
@@ -212,6 +240,8 @@ class LRUCache(MutableMapping[K, V]):
         clock: Callable[[], float] = time.monotonic,
         policy: Policy = "lru",
         thread_safe: bool = True,
+        budget: MemoryManager | None = None,
+        budget_chunk: int = BUDGET_CHUNK,
     ) -> None:
         if capacity is not None:
             check_int("capacity", capacity, minimum=0)
@@ -225,7 +255,24 @@ class LRUCache(MutableMapping[K, V]):
         if policy not in _POLICIES:
             raise ValueError(f"policy must be one of {_POLICIES}, got {policy!r}")
         _check_bool("thread_safe", thread_safe)
+        check_int("budget_chunk", budget_chunk, minimum=1)
+        if budget is not None:
+            if not callable(getattr(budget, "resize", None)):
+                raise TypeError(
+                    f"budget must be a MemoryManager, got {type(budget).__name__} {budget!r}"
+                )
+            if max_bytes is None and sizeof is None:
+                raise ValueError(
+                    f"budget={budget!r} needs a cache that weighs its values: "
+                    "give max_bytes or sizeof"
+                )
         self._set_lock(thread_safe)
+        self._budget = budget
+        self._budget_chunk = budget_chunk
+        self._charge_lock = threading.Lock()
+        self._reservation: Allocation | None = None
+        # Bytes the cache may fill: what the reservation holds (None: not charged).
+        self._reserved: int | None = 0 if budget is not None else None
         self._capacity = capacity
         self._max_bytes = max_bytes
         self._ttl = ttl
@@ -457,8 +504,135 @@ class LRUCache(MutableMapping[K, V]):
             raise _unhashable(key) from None
         # Weighing runs outside the lock: sizeof may be slow.
         size = self._weigh(value) if self._sizes is not None else 0
+        if self._budget is not None:
+            self._put_charged(key, value, size)
+            return
         with self._guard:
             self._store_locked(key, value, size)
+
+    def _needs_locked(self, key: K, size: int) -> int:
+        """Bytes the cache would hold after storing ``size`` bytes under ``key``."""
+        sizes = self._sizes
+        assert sizes is not None
+        return self._nbytes - sizes.get(key, 0) + size
+
+    def _put_charged(self, key: K, value: V, size: int) -> None:
+        budget = self._budget
+        assert budget is not None
+        with self._guard:
+            if self._needs_locked(key, size) <= self._reserved:  # type: ignore[operator]
+                self._store_locked(key, value, size)
+                return
+        with self._charge_lock:
+            with self._guard:
+                need = self._needs_locked(key, size)
+                if need <= self._reserved:  # type: ignore[operator]
+                    self._store_locked(key, value, size)
+                    return
+                allocation = self._reservation
+            least = need if self._max_bytes is None else min(need, self._max_bytes)
+            least = max(least, size)
+            if least <= budget.capacity:
+                target = self._round_up(least)
+                if self._max_bytes is not None:
+                    target = min(target, self._max_bytes)
+                target = max(min(target, budget.capacity), least)
+                # A whole chunk if the budget has it, else just what this put needs.
+                if not self._grow_reservation(budget, allocation, target) and least < target:
+                    self._grow_reservation(budget, self._reservation, least)
+            with self._guard:
+                if size > self._reserved:  # type: ignore[operator]
+                    # Larger than anything the budget grants now: not stored, and an
+                    # older value under this key must not outlive the refused one.
+                    self._take_locked(key)
+                    self._evictions += 1
+                    return
+                # Within the reservation, at the cost of this cache's coldest entries.
+                self._store_locked(key, value, size)
+
+    def _round_up(self, nbytes: int) -> int:
+        chunk = self._budget_chunk
+        return -(-nbytes // chunk) * chunk
+
+    def _grow_reservation(
+        self, budget: MemoryManager, allocation: Allocation | None, target: int
+    ) -> bool:
+        # Called with _charge_lock held and the cache lock not held.
+        from .budget import Priority
+
+        if allocation is None:
+            allocation = budget.try_acquire(
+                target,
+                priority=Priority.LOW,
+                evictable=True,
+                on_evict=self._budget_evicted,
+            )
+            if allocation is None:
+                return False
+            with self._guard:
+                self._reservation = allocation
+            granted = True
+        else:
+            granted = budget.resize(allocation, target)
+        self._settle_reservation(allocation)
+        return granted
+
+    def _settle_reservation(self, allocation: Allocation) -> None:
+        """Take the reservation's size as the cache's byte bound (it may have been evicted)."""
+        with self._guard:
+            if self._reservation is not allocation:
+                return
+            if allocation.released:
+                self._reservation = None
+                self._reserved = 0
+            else:
+                self._reserved = allocation.nbytes
+            self._update_bounds()
+
+    def _budget_evicted(self, allocation: Allocation) -> None:
+        # on_evict: may run in any thread, outside the budget's lock; never calls the budget.
+        with self._guard:
+            if self._reservation is not allocation:
+                return
+            self._reservation = None
+            self._reserved = 0
+            self._update_bounds()
+            self._enforce_locked()
+
+    def _return_excess(self) -> None:
+        """Shrink the reservation to the bytes held (rounded up to a chunk); release it if empty."""
+        budget = self._budget
+        if budget is None:
+            return
+        with self._charge_lock:
+            with self._guard:
+                allocation = self._reservation
+                if allocation is None:
+                    return
+                target = self._round_up(self._nbytes)
+                if target >= self._reserved:  # type: ignore[operator]
+                    return
+                # Lowered before the budget hears of it: the cache never holds more
+                # than the reservation.
+                self._reserved = target
+                if not target:
+                    self._reservation = None
+                self._update_bounds()
+            if target:
+                budget.resize(allocation, target)
+                self._settle_reservation(allocation)
+            else:
+                budget.release(allocation)
+
+    @property
+    def budget(self) -> MemoryManager | None:
+        """The budget this cache is charged to, or None."""
+        return self._budget
+
+    @property
+    def reserved(self) -> int | None:
+        """Bytes this cache holds in its budget now (None when it is not charged)."""
+        return self._reserved
 
     def _store_locked(self, key: K, value: V, size: int) -> None:
         data = self._data
@@ -502,7 +676,7 @@ class LRUCache(MutableMapping[K, V]):
         # The effective bounds: the configured ones, lowered by a pressure hold.
         entries = [b for b in (self._capacity, self._hold_entries) if b is not None]
         self._bound = min(entries) if entries else _UNBOUNDED
-        nbytes = [b for b in (self._max_bytes, self._hold_bytes) if b is not None]
+        nbytes = [b for b in (self._max_bytes, self._hold_bytes, self._reserved) if b is not None]
         self._byte_bound = min(nbytes) if nbytes else None
 
     def _over_bound(self) -> bool:
@@ -556,6 +730,8 @@ class LRUCache(MutableMapping[K, V]):
         """Remove ``key``; ``KeyError`` when it is absent or expired (as :meth:`pop`)."""
         with self._guard:
             value = self._take_locked(key)
+        if self._budget is not None:
+            self._return_excess()
         if value is _MISSING:
             raise KeyError(key)
 
@@ -570,6 +746,8 @@ class LRUCache(MutableMapping[K, V]):
         """
         with self._guard:
             value = self._take_locked(key)
+        if self._budget is not None:
+            self._return_excess()
         if value is not _MISSING:
             return value
         if default is _MISSING:
@@ -583,7 +761,10 @@ class LRUCache(MutableMapping[K, V]):
             if not self._data:
                 raise KeyError(f"{type(self).__name__} is empty")
             key = next(self._coldest_locked())
-            return key, self._remove_locked(key)
+            item = key, self._remove_locked(key)
+        if self._budget is not None:
+            self._return_excess()
+        return item
 
     def clear(self) -> None:
         """Remove every entry (counters and peaks are kept)."""
@@ -596,6 +777,8 @@ class LRUCache(MutableMapping[K, V]):
             if self._policy is not None:
                 self._policy.clear()
             self._nbytes = 0
+        if self._budget is not None:
+            self._return_excess()
 
     # -- expiry, shrinking, stats -------------------------------------------
 
@@ -623,7 +806,10 @@ class LRUCache(MutableMapping[K, V]):
         The Warden runs this periodically so entries expire without traffic.
         """
         with self._guard:
-            return self._sweep_locked(None)
+            removed = self._sweep_locked(None)
+        if removed and self._budget is not None:
+            self._return_excess()
+        return removed
 
     def _coldest_locked(self) -> Iterator[K]:
         if self._policy is not None:
@@ -673,6 +859,8 @@ class LRUCache(MutableMapping[K, V]):
                 self._update_bounds()
         if evicted:
             freed += sum(self._sizeof(v) for v in evicted)
+        if self._budget is not None:
+            self._return_excess()
         return freed
 
     def release_hold(self) -> bool:
@@ -706,6 +894,7 @@ class LRUCache(MutableMapping[K, V]):
             evictions, expirations = self._evictions, self._expirations
             nbytes_peak, size_peak = self._nbytes_peak, self._size_peak
             held = self._hold_entries is not None
+            reserved = self._reserved
         exact = True
         if sample is not None:
             # Weighing user values can be slow; it runs outside the lock.
@@ -732,6 +921,7 @@ class LRUCache(MutableMapping[K, V]):
             max_bytes=self._max_bytes,
             nbytes_exact=exact,
             held=held,
+            reserved=reserved,
         )
 
     def _lookups(self) -> int:
@@ -822,6 +1012,13 @@ class LRUCache(MutableMapping[K, V]):
         else:
             now = self._clock()
             self._deadlines = OrderedDict((k, now + left) for k, left in remaining)
+        # A copy is not charged to the original's budget (a reservation has one holder).
+        self._budget = None
+        self._budget_chunk = BUDGET_CHUNK
+        self._charge_lock = threading.Lock()
+        self._reservation = None
+        self._reserved = None
+        self._update_bounds()
 
     def __repr__(self) -> str:
         return (
@@ -851,6 +1048,8 @@ class TTLCache(LRUCache[K, V]):
         clock: Callable[[], float] = time.monotonic,
         policy: Policy = "lru",
         thread_safe: bool = True,
+        budget: MemoryManager | None = None,
+        budget_chunk: int = BUDGET_CHUNK,
     ) -> None:
         if ttl is None:
             raise TypeError("ttl must be a number of seconds, got None")
@@ -862,6 +1061,8 @@ class TTLCache(LRUCache[K, V]):
             clock=clock,
             policy=policy,
             thread_safe=thread_safe,
+            budget=budget,
+            budget_chunk=budget_chunk,
         )
 
 

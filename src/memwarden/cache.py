@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import anyio
 
@@ -29,6 +29,9 @@ from ._memoize import CacheInfo, MemoizedFunction, memoize
 from ._validate import check_float, check_fraction, check_name
 from .errors import CacheError
 from .pressure import PressureEvent, PressureLevel
+
+if TYPE_CHECKING:
+    from .budget import MemoryManager
 
 __all__ = [
     "CacheInfo",
@@ -66,7 +69,9 @@ class CacheManager:
     at CRITICAL each is cleared. With ``hold=True`` (the default) they stay at
     that size until pressure falls below HIGH, instead of refilling at once.
     Each reaction is counted per cache (``reactions`` in its stats) and logged
-    once per level change.
+    once per level change. With ``budget=`` every byte-weighted cache it
+    creates (``max_bytes`` or ``sizeof`` given) is charged to that budget (see
+    :class:`LRUCache`); caches that count entries only are not.
 
     Raises ``CacheError`` naming an unknown cache or kind, or a duplicate name;
     ``TypeError``/``ValueError`` for bad arguments. Thread-safe; ``react`` runs
@@ -80,8 +85,14 @@ class CacheManager:
         clock: Callable[[], float] = time.monotonic,
         log: logging.Logger | None = None,
         hold: bool = True,
+        budget: MemoryManager | None = None,
     ) -> None:
         self._shrink_fraction = check_fraction("shrink_fraction", shrink_fraction)
+        if budget is not None and not callable(getattr(budget, "resize", None)):
+            raise TypeError(
+                f"budget must be a MemoryManager, got {type(budget).__name__} {budget!r}"
+            )
+        self._budget = budget
         if not isinstance(hold, bool):
             raise TypeError(f"hold must be a bool, got {type(hold).__name__} {hold!r}")
         self._hold = hold
@@ -96,6 +107,17 @@ class CacheManager:
         self._freed_total = 0
 
     # -- registry -----------------------------------------------------------
+
+    @property
+    def budget(self) -> MemoryManager | None:
+        """The budget byte-weighted caches created here are charged to, or None."""
+        return self._budget
+
+    def _charge(self, kw: dict[str, Any]) -> None:
+        if self._budget is not None and (
+            kw.get("max_bytes") is not None or kw.get("sizeof") is not None
+        ):
+            kw.setdefault("budget", self._budget)
 
     @property
     def shrink_fraction(self) -> float:
@@ -131,9 +153,13 @@ class CacheManager:
     def create_lru_cache(
         self, name: str, capacity: int | None = None, **kw: Any
     ) -> LRUCache[Any, Any]:
-        """Create and register an :class:`LRUCache`; ``kw`` as for its constructor."""
+        """Create and register an :class:`LRUCache`; ``kw`` as for its constructor.
+
+        A byte-weighted one is charged to the manager's ``budget``, if any.
+        """
         check_name("name", name)
         kw.setdefault("clock", self._clock)
+        self._charge(kw)
         cache: LRUCache[Any, Any] = LRUCache(capacity, **kw)
         self.register(name, cache)
         return cache
@@ -146,6 +172,7 @@ class CacheManager:
         check_name("name", name)
         check_float("ttl_seconds", ttl_seconds, positive=True)
         kw.setdefault("clock", self._clock)
+        self._charge(kw)
         cache: TTLCache[Any, Any] = TTLCache(ttl_seconds, **kw)
         self.register(name, cache)
         return cache
