@@ -25,7 +25,7 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 
 from ._broadcast import Broadcaster, Overflow, Subscription, check_overflow
-from ._psi import PsiTrigger, candidate_paths
+from ._psi import PsiTrigger, candidate_paths, cgroup_v1_directory
 from ._validate import check_float, check_int, check_interval
 from .probes import MemorySample, Probe, _KernelView
 from .units import format_size
@@ -264,10 +264,16 @@ class PressureMonitor:
     stays HIGH or CRITICAL. The initial level is LOW and announces nothing; the
     first sample publishes only if it classifies above LOW.
 
-    ``run()`` calls it every ``interval`` seconds (earlier when a Linux PSI
-    trigger fires; see ``use_psi``). Consumers either ``subscribe()`` to the
-    event stream, ``await wait_for(level)``, or register a synchronous
-    ``add_listener`` callback.
+    A level is entered as soon as a sample reaches its line; it is left only
+    once the fraction has stayed below the line minus ``hysteresis`` for
+    ``min_dwell`` seconds (by ``clock``; default 0.0), so a load in waves does
+    not flap.
+
+    ``run()`` calls it every ``interval`` seconds at LOW, down to every
+    ``min_interval`` seconds (default 0.1) at HIGH and above, and earlier
+    when a kernel signal fires (see ``use_psi`` and :meth:`event_sources`).
+    Consumers either ``subscribe()`` to the event stream, ``await
+    wait_for(level)``, or register a synchronous ``add_listener`` callback.
 
     Raises ``TypeError``/``ValueError`` naming the argument for bad input.
     Thread-safe: ``sample_now`` may be called from any thread; it holds a
@@ -700,6 +706,14 @@ class PressureMonitor:
             events = PsiTrigger.open_memory_events(view.directory)
             if events is not None:
                 sources.append(_Source("cgroup-v2-memory.events", events))
+        elif view is None and psi is None:
+            # A v1 cgroup without a limit of its own: usage thresholds would not
+            # match the system figures sampled, but reclaim notifications still do.
+            root = self._system_root()
+            directory = cgroup_v1_directory(root) if root is not None else None
+            level = PsiTrigger.open_cgroup_v1(directory) if directory is not None else None
+            if level is not None:
+                sources.append(_Source("cgroup-v1-pressure-level", level))
         return sources
 
     def _v1_lines(self, limit: int, reclaimable: int) -> tuple[int, ...]:
@@ -847,8 +861,10 @@ class PressureMonitor:
                         else:
                             with anyio.CancelScope() as scope:
                                 self._sleep_scope = scope
-                                rearm, self._rearm = self._rearm, anyio.Event()
-                                if rearm is not None:
+                                rearm = self._rearm
+                                if rearm is not None and rearm.statistics().tasks_waiting:
+                                    # Watchers park on this event right after they fire.
+                                    self._rearm = anyio.Event()
                                     rearm.set()
                                 await self._sleep(wait)
                             self._sleep_scope = None
