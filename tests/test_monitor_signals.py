@@ -560,3 +560,20 @@ def test_renotifications_log_at_debug(caplog: pytest.LogCaptureFixture) -> None:
     monitor.sample_now()
     assert [r.levelno for r in caplog.records] == [logging.DEBUG]
     assert "still high" in caplog.text
+
+
+@on_both
+async def test_v1_without_a_limit_falls_back_to_pressure_level(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    host.v1("/app")
+    host.v1_level("/app", limit="9223372036854771712", usage=200 * MIB, inactive_file=0)
+    host.write("/sys/fs/cgroup/memory/app/cgroup.event_control", "")
+    host.write("/sys/fs/cgroup/memory/app/memory.pressure_level", "")
+    with SystemProbe(root=str(host.root)) as probe:
+        monitor = PressureMonitor(probe, interval=3600.0)
+        async with anyio.create_task_group() as tg:
+            await tg.start(monitor.run)
+            assert monitor.last_sample is not None
+            assert monitor.last_sample.source == "system"
+            assert monitor.stats().event_sources == ("cgroup-v1-pressure-level",)
+            tg.cancel_scope.cancel()
