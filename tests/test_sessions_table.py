@@ -146,3 +146,93 @@ class TableMachine(RuleBasedStateMachine):
 
 TestTableMachine = TableMachine.TestCase
 TestTableMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+KEYS = st.sampled_from(["a", "b", "c", "d", "e"])
+
+
+class KeyTableMachine(RuleBasedStateMachine):
+    """User keys against a plain LRU model: bounded, forgotten with their session."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = _SessionTable(max_keys=3)
+        self.counter = 0
+        self.model: dict[str, str] = {}  # key -> session id, least recently used first
+        self.live: set[str] = set()
+        self.evicted = 0
+        self.claims: dict[str, object] = {}
+
+    @rule(key=KEYS)
+    def get_or_create(self, key: str) -> None:
+        entry = self.table.find_key(key)
+        if key in self.model:
+            assert entry is not None and entry.session_id == self.model.pop(key)
+            self.model[key] = entry.session_id
+            return
+        assert entry is None
+        self.counter += 1
+        entry = _Entry(f"s{self.counter}", {}, 0, 0.0)
+        self.table.add(entry)
+        self.live.add(entry.session_id)
+        forgotten = self.table.bind_key(key, entry)
+        if len(self.model) == 3:
+            oldest = next(iter(self.model))
+            assert forgotten is not None and forgotten.session_id == self.model.pop(oldest)
+            assert forgotten.key is None and not forgotten.ended  # the session lives on
+            self.evicted += 1
+        else:
+            assert forgotten is None
+        self.model[key] = entry.session_id
+
+    @rule()
+    def create_unkeyed(self) -> None:
+        self.counter += 1
+        entry = _Entry(f"s{self.counter}", {}, 0, 0.0)
+        self.table.add(entry)
+        self.live.add(entry.session_id)
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data(), expired=st.booleans())
+    def remove(self, data: st.DataObject, expired: bool) -> None:
+        sid = data.draw(st.sampled_from(sorted(self.live)))
+        entry = self.table.get(sid)
+        assert entry is not None
+        self.table.remove(entry, expired=expired)
+        self.live.discard(sid)
+        self.model = {k: s for k, s in self.model.items() if s != sid}
+
+    @rule(key=KEYS)
+    def claim(self, key: str) -> None:
+        token = object()
+        current = self.table.claim_key(key, token)
+        if key in self.claims:
+            assert current is self.claims[key]
+        else:
+            assert current is None
+            self.claims[key] = token
+        assert self.table.creating(key)
+
+    @precondition(lambda self: self.claims)
+    @rule(data=st.data())
+    def settle(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(sorted(self.claims)))
+        self.table.settle_key(key, object())  # a stranger's token settles nothing
+        assert self.table.creating(key)
+        self.table.settle_key(key, self.claims.pop(key))
+        assert not self.table.creating(key)
+
+    @invariant()
+    def keys_match_the_model(self) -> None:
+        table = self.table
+        assert [(k, e.session_id) for k, e in table._keys.items()] == list(self.model.items())
+        assert table.keys == len(self.model) <= table.peak_keys <= 3
+        assert table.keys_evicted == self.evicted
+        for entry in table:
+            assert (entry.key is not None) == (entry.session_id in self.model.values())
+            if entry.key is not None:
+                assert self.model[entry.key] == entry.session_id
+
+
+TestKeyTableMachine = KeyTableMachine.TestCase
+TestKeyTableMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)

@@ -1,10 +1,12 @@
 """The synchronous core of :class:`memwarden.sessions.SessionManager`.
 
 A plain state machine with no ``await``: the table of live sessions kept in
-least-recently-used order, their byte totals, leases and counters. The async
-shell decides nothing the table decides; it only waits for budget bytes and
-runs under the event loop. Every method is O(1) except the sweeps, which are
-O(sessions they remove + leased sessions they skip).
+least-recently-used order, their byte totals, leases and counters, and the
+bounded table of user keys (``get_or_create``) with the creations in flight.
+The async shell decides nothing the table decides; it only waits for budget
+bytes or for another task's creation, and runs under the event loop. Every
+method is O(1) except the sweeps, which are O(sessions they remove + leased
+sessions they skip).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class _Entry:
         "created_at",
         "data",
         "ended",
+        "key",
         "last_access",
         "leases",
         "lock",
@@ -43,6 +46,7 @@ class _Entry:
         self.ended = False
         self.allocations: list[Any] = []  # budget Allocations charged for this session
         self.lock: Any = None  # anyio.Lock, created by the shell on first update
+        self.key: str | None = None  # the user key naming this session, while it does
 
     @property
     def pinned(self) -> bool:
@@ -54,10 +58,21 @@ class _Entry:
 
 
 class _SessionTable:
-    """Live sessions in LRU order (oldest access first) with exact totals and peaks."""
+    """Live sessions in LRU order (oldest access first) with exact totals and peaks.
 
-    def __init__(self) -> None:
+    Also maps user keys to sessions, at most ``max_keys`` of them in LRU order
+    (oldest lookup first). Binding a key to a full table forgets the least
+    recently used key; its session lives on, reachable by id. Removing a
+    session forgets its key.
+    """
+
+    def __init__(self, max_keys: int = 100_000) -> None:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.max_keys = max_keys
+        self._keys: OrderedDict[str, _Entry] = OrderedDict()
+        self._creating: dict[str, Any] = {}  # key -> the creator's token, while it creates
+        self.keys_evicted = 0
+        self.peak_keys = 0
         self.total_bytes = 0
         self.leased = 0  # sessions with at least one user lease
         self.created = 0
@@ -127,8 +142,64 @@ class _SessionTable:
         """Count a create or update refused for its size."""
         self.rejected_updates += 1
 
+    @property
+    def keys(self) -> int:
+        """User keys that name a live session now."""
+        return len(self._keys)
+
+    def find_key(self, key: str) -> _Entry | None:
+        """The session ``key`` names, marked as the most recently used key; or None."""
+        entry = self._keys.get(key)
+        if entry is not None:
+            self._keys.move_to_end(key)
+        return entry
+
+    def claim_key(self, key: str, token: Any) -> Any:
+        """Start creating ``key``'s session: None if the caller may, else the creator's token.
+
+        The caller that gets None must call :meth:`settle_key` with its token
+        whether the creation succeeds or fails.
+        """
+        current = self._creating.get(key)
+        if current is not None:
+            return current
+        self._creating[key] = token
+        return None
+
+    def settle_key(self, key: str, token: Any) -> None:
+        """The creation claimed with ``token`` is over (created, failed or cancelled)."""
+        if self._creating.get(key) is token:
+            del self._creating[key]
+
+    def creating(self, key: str) -> bool:
+        """Whether a creation for ``key`` is in flight."""
+        return key in self._creating
+
+    def bind_key(self, key: str, entry: _Entry) -> _Entry | None:
+        """Name the live ``entry`` by ``key``; return the session whose key was forgotten.
+
+        ``key`` must not name a session already, and ``entry`` must be live and
+        unnamed. When the table holds ``max_keys`` keys, the least recently
+        used one is forgotten first (its session is not touched).
+        """
+        if key in self._keys or entry.key is not None or entry.ended:
+            raise AssertionError(f"cannot bind key {key!r} to session {entry.session_id!r}")
+        evicted = None
+        if len(self._keys) >= self.max_keys:
+            _, evicted = self._keys.popitem(last=False)
+            evicted.key = None
+            self.keys_evicted += 1
+        self._keys[key] = entry
+        entry.key = key
+        if len(self._keys) > self.peak_keys:
+            self.peak_keys = len(self._keys)
+        return evicted
+
     def remove(self, entry: _Entry, *, expired: bool) -> None:
         del self._entries[entry.session_id]
+        if entry.key is not None:
+            del self._keys[entry.key]
+            entry.key = None
         entry.ended = True
         self.total_bytes -= entry.nbytes
         if entry.leases > 0:

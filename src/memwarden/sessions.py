@@ -4,7 +4,15 @@
 :func:`~memwarden.sizeof.deep_sizeof` after every update, refuses updates
 that would take a session past ``max_session_bytes`` (the old data stays),
 and optionally charges the bytes to a :class:`~memwarden.budget.MemoryManager`
-so sessions compete fairly with the rest of the service for memory.
+so sessions compete fairly with the rest of the service for memory. Session
+charges are non-evictable reservations at ``budget_priority`` (75 by default,
+above NORMAL requests: storing a finished result is not starved by new work)
+and wait at most ``budget_timeout`` seconds.
+
+:meth:`SessionManager.get_or_create` keeps one session per user key. The key
+table is bounded (``max_keys``, least recently used key forgotten first; its
+session lives on until it ends or expires) and forgets the key of every
+session that ends or expires. Concurrent calls for one key create one session.
 
 Sessions expire after ``timeout`` seconds without access. A session that is
 *leased* (``async with manager.acquire(session_id)``) or being updated never
@@ -35,7 +43,7 @@ import anyio
 import anyio.lowlevel
 
 from ._session_table import _Entry, _SessionTable
-from ._validate import check_float, check_int, check_timeout
+from ._validate import check_float, check_int, check_name, check_timeout
 from .errors import SessionMemoryError, SessionNotFoundError
 from .sizeof import deep_sizeof
 from .units import GiB, format_size
@@ -47,15 +55,26 @@ logger = logging.getLogger("memwarden.sessions")
 # Past this many budget allocations for one session, try to merge them into one.
 _MAX_CHUNKS = 4
 
+# Above Priority.NORMAL (50): a finished result waits for bytes ahead of new requests.
+_SESSION_PRIORITY = 75
+
 
 class _Budget(Protocol):
     """The part of :class:`memwarden.budget.MemoryManager` sessions use."""
 
     def acquire(
-        self, nbytes: int, *, key: str | None = ..., timeout: float | None = ...
+        self,
+        nbytes: int,
+        *,
+        key: str | None = ...,
+        priority: int = ...,
+        timeout: float | None = ...,
+        evictable: bool = ...,
     ) -> Awaitable[Any]: ...
 
-    def try_acquire(self, nbytes: int, *, key: str | None = ...) -> Any: ...
+    def try_acquire(
+        self, nbytes: int, *, key: str | None = ..., priority: int = ..., evictable: bool = ...
+    ) -> Any: ...
 
     def release(self, allocation_or_key: Any) -> bool: ...
 
@@ -100,6 +119,12 @@ class SessionStats:
     """Largest single session size seen."""
     budget_bytes: int = 0
     """Bytes currently charged to the budget (>= ``total_bytes`` when a budget is set)."""
+    keys: int = 0
+    """User keys (``get_or_create``) that name a live session now."""
+    peak_keys: int = 0
+    """Most keys held at once."""
+    keys_evicted: int = 0
+    """Keys forgotten because the key table was full (their sessions lived on)."""
 
     def to_dict(self) -> dict[str, int]:
         """The figures as a JSON-able dict."""
@@ -161,11 +186,14 @@ class SessionManager:
     ``timeout`` is seconds of inactivity before a session expires (``inf``:
     never). ``max_session_bytes`` bounds each session's measured size.
     ``budget`` (a :class:`~memwarden.budget.MemoryManager`, optional) is charged
-    each session's bytes; ``budget_timeout`` bounds how long a create or update
-    waits for them (``None``: as long as it takes; wrap the call in
-    ``anyio.fail_after`` for a per-call bound). ``sizeof`` measures a session's
-    data dict. Raises ``TypeError``/``ValueError`` naming a bad argument.
-    Use from one event loop; not thread-safe.
+    each session's bytes as non-evictable reservations at ``budget_priority``
+    (default 75, above NORMAL requests); ``budget_timeout`` bounds how long a
+    create or update waits for them (default 30 s, ``None``: as long as it
+    takes; wrap the call in ``anyio.fail_after`` for a per-call bound), then
+    :class:`~memwarden.errors.AllocationTimeoutError`. ``max_keys`` bounds the
+    key table of :meth:`get_or_create`. ``sizeof`` measures a session's data
+    dict. Raises ``TypeError``/``ValueError`` naming a bad argument. Use from
+    one event loop; not thread-safe.
     """
 
     def __init__(
@@ -176,7 +204,9 @@ class SessionManager:
         budget: _Budget | None = None,
         sizeof: Callable[[Any], int] = deep_sizeof,
         clock: Callable[[], float] = time.monotonic,
-        budget_timeout: float | None = None,
+        budget_timeout: float | None = 30.0,
+        budget_priority: int = _SESSION_PRIORITY,
+        max_keys: int = 100_000,
     ) -> None:
         self._timeout = check_float("timeout", timeout, positive=True, allow_inf=True)
         self._max_bytes = check_int("max_session_bytes", max_session_bytes, minimum=1)
@@ -196,10 +226,11 @@ class SessionManager:
         if not callable(clock):
             raise TypeError(f"clock must be callable, got {type(clock).__name__} {clock!r}")
         self._budget_timeout = check_timeout("budget_timeout", budget_timeout)
+        self._budget_priority = check_int("budget_priority", budget_priority, minimum=None)
         self._budget = budget
         self._sizeof = sizeof
         self._clock = clock
-        self._table = _SessionTable()
+        self._table = _SessionTable(check_int("max_keys", max_keys, minimum=1))
         self._key_counter = 0
 
     # -- properties -------------------------------------------------------------------------
@@ -213,6 +244,21 @@ class SessionManager:
     def max_session_bytes(self) -> int:
         """The per-session byte limit."""
         return self._max_bytes
+
+    @property
+    def budget_priority(self) -> int:
+        """Budget priority of the sessions' charges."""
+        return self._budget_priority
+
+    @property
+    def budget_timeout(self) -> float | None:
+        """Seconds a create or update waits for budget bytes (None: no bound)."""
+        return self._budget_timeout
+
+    @property
+    def max_keys(self) -> int:
+        """How many user keys :meth:`get_or_create` remembers at most."""
+        return self._table.max_keys
 
     def __len__(self) -> int:
         """Number of live sessions (including idle ones not yet swept)."""
@@ -232,23 +278,50 @@ class SessionManager:
         cancellation or budget timeout there creates nothing and holds nothing.
         """
         await anyio.lowlevel.checkpoint()
-        nbytes = self._measure(data)
-        if nbytes > self._max_bytes:
-            self._table.reject()
-            raise SessionMemoryError(
-                f"new session: data of {nbytes} bytes ({format_size(nbytes)}) exceeds "
-                f"max_session_bytes={self._max_bytes} ({format_size(self._max_bytes)})"
-            )
-        session_id = secrets.token_urlsafe(24)
-        while session_id in self._table:  # 2**-192 odds; keeps ids unique by construction
-            session_id = secrets.token_urlsafe(24)
-        entry = _Entry(session_id, data, nbytes, self._clock())
-        if self._budget is not None:
-            # No await between the grant and add(): the grant cannot be lost.
-            entry.allocations.append(await self._acquire(entry, nbytes))
-            entry.created_at = entry.last_access = self._clock()
-        self._table.add(entry)
-        return session_id
+        return (await self._create(data)).session_id
+
+    async def get_or_create(self, key: str, **data: Any) -> SessionData:
+        """Return a snapshot of the session named by the user ``key``, creating it if needed.
+
+        Like ``dict.setdefault``: ``data`` is stored only when the session is
+        created here; when ``key`` already names a live session it is returned
+        (and marked accessed) unchanged. Concurrent calls for one key create
+        exactly one session: the others wait for that creation and return its
+        session. If the creation fails (too big, budget timeout, cancelled), it
+        leaves no session, no key and no bytes, and a waiting call creates the
+        session itself with its own ``data``.
+
+        The key table holds at most ``max_keys`` keys; when it is full the
+        least recently used key is forgotten (its session lives on until it is
+        ended or expires, reachable by id). A key is forgotten when its session
+        ends or expires, so the next call creates a new session.
+
+        Raises ``TypeError``/``ValueError`` naming ``key`` for a non-str or
+        empty key, and what :meth:`create_session` raises.
+        """
+        check_name("key", key)
+        await anyio.lowlevel.checkpoint()
+        table = self._table
+        while True:
+            entry = table.find_key(key)
+            if entry is not None:
+                now = self._clock()
+                if not table.is_idle(entry, now, self._timeout):
+                    table.touch(entry, now)
+                    return self._snapshot(entry)
+                self._remove(entry, expired=True, now=now)  # forgets the key too
+            token = anyio.Event()
+            creator = table.claim_key(key, token)
+            if creator is None:
+                break
+            await creator.wait()
+        try:
+            entry = await self._create(data)
+            table.bind_key(key, entry)  # no await since add(): the key names a live session
+        finally:
+            table.settle_key(key, token)
+            token.set()
+        return self._snapshot(entry)
 
     async def update_session(self, session_id: str, **data: Any) -> None:
         """Merge ``data`` into the session's data, re-measure it and account the change.
@@ -376,9 +449,32 @@ class SessionManager:
             peak_bytes=table.peak_bytes,
             peak_session_bytes=table.peak_session_bytes,
             budget_bytes=sum(entry.accounted for entry in table),
+            keys=table.keys,
+            peak_keys=table.peak_keys,
+            keys_evicted=table.keys_evicted,
         )
 
     # -- internals --------------------------------------------------------------------------
+
+    async def _create(self, data: dict[str, Any]) -> _Entry:
+        """Measure ``data``, wait for its budget bytes and add the session; raise adding none."""
+        nbytes = self._measure(data)
+        if nbytes > self._max_bytes:
+            self._table.reject()
+            raise SessionMemoryError(
+                f"new session: data of {nbytes} bytes ({format_size(nbytes)}) exceeds "
+                f"max_session_bytes={self._max_bytes} ({format_size(self._max_bytes)})"
+            )
+        session_id = secrets.token_urlsafe(24)
+        while session_id in self._table:  # 2**-192 odds; keeps ids unique by construction
+            session_id = secrets.token_urlsafe(24)
+        entry = _Entry(session_id, data, nbytes, self._clock())
+        if self._budget is not None:
+            # No await between the grant and add(): the grant cannot be lost.
+            entry.allocations.append(await self._acquire(entry, nbytes))
+            entry.created_at = entry.last_access = self._clock()
+        self._table.add(entry)
+        return entry
 
     def _measure(self, data: dict[str, Any]) -> int:
         nbytes = self._sizeof(data)
@@ -428,7 +524,11 @@ class SessionManager:
     async def _acquire(self, entry: _Entry, nbytes: int) -> Any:
         assert self._budget is not None
         return await self._budget.acquire(
-            nbytes, key=self._key(entry), timeout=self._budget_timeout
+            nbytes,
+            key=self._key(entry),
+            priority=self._budget_priority,
+            timeout=self._budget_timeout,
+            evictable=False,
         )
 
     async def _charge(self, entry: _Entry, nbytes: int) -> None:
@@ -464,7 +564,9 @@ class SessionManager:
         if nbytes == 0:
             replacement = []
         else:
-            grant = budget.try_acquire(nbytes, key=self._key(entry))
+            grant = budget.try_acquire(
+                nbytes, key=self._key(entry), priority=self._budget_priority, evictable=False
+            )
             if grant is None:
                 return False
             replacement = [grant]
