@@ -1,9 +1,15 @@
 """Run an async test once under asyncio and once under trio.
 
 pytest-asyncio's auto mode claims every ``async def`` test for asyncio, so
-anyio's own ``anyio_backend`` parametrisation never reaches trio there. This
-decorator turns the coroutine into a plain test parametrised by backend that
-calls ``anyio.run``. Sync fixtures of the original test keep working.
+anyio's own ``anyio_backend`` parametrisation never reaches trio there. The
+decorators here turn the coroutine into a plain test parametrised by backend
+that runs it on a fresh event loop. Sync fixtures of the original test keep
+working, and so do marks applied to it (a ``parametrize`` below the decorator).
+
+With a mock clock, trio runs on ``trio.testing.MockClock(autojump_threshold=0)``:
+a timeout expires as soon as every task is blocked, without real waiting;
+asyncio keeps the real clock, so such tests choose short timeouts there
+(:func:`timeout_for`).
 """
 
 from __future__ import annotations
@@ -18,46 +24,60 @@ import pytest
 
 BACKENDS = ("asyncio", "trio")
 
-
-def on_both(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Turn an ``async def test_x(...)`` into ``test_x[asyncio]`` and ``test_x[trio]``."""
-    return _both(fn, autojump=False)
+AsyncTest = Callable[..., Awaitable[None]]
 
 
-def on_both_autojump(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Like :func:`on_both`, with trio's virtual clock jumping whenever every task waits.
+def run(backend: str, main: Callable[[], Awaitable[object]], *, mock_clock: bool = False) -> None:
+    """Run ``main`` on ``backend``; on trio with ``mock_clock``, on an autojumping clock."""
+    if backend == "trio" and mock_clock:
+        import trio
+        import trio.testing
 
-    A timeout then costs no real time under trio; under asyncio choose a short one
-    with :func:`timeout_for`.
+        # anyio 4.11's trio backend drops backend_options, so the clock goes to trio itself.
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    else:
+        anyio.run(main, backend=backend)
+
+
+def on_both_backends(test: AsyncTest | None = None, *, mock_clock: bool = False) -> Any:
+    """Turn ``async def test_x(...)`` into ``test_x[asyncio]`` and ``test_x[trio]``.
+
+    Use bare (``@on_both_backends``) or with options
+    (``@on_both_backends(mock_clock=True)``).
     """
-    return _both(fn, autojump=True)
+    if test is None:
+        return functools.partial(on_both_backends, mock_clock=mock_clock)
+    fn = test
+
+    def wrapper(backend: str, **fixtures: Any) -> None:
+        run(backend, functools.partial(fn, **fixtures), mock_clock=mock_clock)
+
+    signature = inspect.signature(fn)
+    backend = inspect.Parameter("backend", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[backend, *signature.parameters.values()], return_annotation=None
+    )
+    wrapper.__name__ = fn.__name__
+    wrapper.__qualname__ = fn.__qualname__
+    wrapper.__doc__ = fn.__doc__
+    wrapper.__module__ = fn.__module__
+    wrapper.pytestmark = list(getattr(fn, "pytestmark", []))  # type: ignore[attr-defined]
+    return pytest.mark.parametrize("backend", BACKENDS)(wrapper)
+
+
+def on_both(fn: AsyncTest) -> Callable[..., None]:
+    """:func:`on_both_backends` on the real clock."""
+    return on_both_backends(fn)  # type: ignore[no-any-return]
+
+
+def on_both_autojump(fn: AsyncTest) -> Callable[..., None]:
+    """:func:`on_both_backends` with trio's virtual clock jumping whenever every task waits."""
+    return on_both_backends(fn, mock_clock=True)  # type: ignore[no-any-return]
 
 
 def timeout_for(seconds: float) -> float:
     """``seconds`` under trio's autojump clock; a short real wait (0.05 s) under asyncio."""
     return seconds if current_backend() == "trio" else min(seconds, 0.05)
-
-
-def _both(fn: Callable[..., Awaitable[None]], *, autojump: bool) -> Callable[..., None]:
-    def test(backend: str, **fixtures: Any) -> None:
-        options: dict[str, Any] = {}
-        if autojump and backend == "trio":
-            import trio.testing
-
-            options["clock"] = trio.testing.MockClock(autojump_threshold=0)
-        anyio.run(functools.partial(fn, **fixtures), backend=backend, backend_options=options)
-
-    signature = inspect.signature(fn)
-    backend = inspect.Parameter("backend", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    test.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[backend, *signature.parameters.values()], return_annotation=None
-    )
-    test.__name__ = fn.__name__
-    test.__qualname__ = fn.__qualname__
-    test.__doc__ = fn.__doc__
-    test.__module__ = fn.__module__
-    test.pytestmark = list(getattr(fn, "pytestmark", []))  # type: ignore[attr-defined]
-    return pytest.mark.parametrize("backend", BACKENDS)(test)
 
 
 def current_backend() -> str:

@@ -12,47 +12,18 @@ such tests keep their timeouts small.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import anyio
 import anyio.lowlevel
-import pytest
 import sniffio
 import trio
 import trio.testing
+from both_backends import BACKENDS, on_both_backends
 
 from memwarden.budget import MemoryManager
 
 __all__ = ["BACKENDS", "assert_clean", "block_loop_for", "on_both_backends", "waiting"]
-
-BACKENDS = ("asyncio", "trio")
-
-
-def on_both_backends(
-    test: Callable[..., Awaitable[None]] | None = None, *, mock_clock: bool = False
-) -> Any:
-    """Run ``async def test(...)`` once under asyncio and once under trio."""
-    if test is None:
-        return functools.partial(on_both_backends, mock_clock=mock_clock)
-    signature = inspect.signature(test)
-    backend_parameter = inspect.Parameter("backend", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-
-    def run(backend: str, **kwargs: Any) -> None:
-        options: dict[str, Any] = {}
-        if backend == "trio" and mock_clock:
-            options["clock"] = trio.testing.MockClock(autojump_threshold=0)
-        anyio.run(functools.partial(test, **kwargs), backend=backend, backend_options=options)
-
-    run.__name__ = run.__qualname__ = test.__name__
-    run.__doc__ = test.__doc__
-    run.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[backend_parameter, *signature.parameters.values()]
-    )
-    return pytest.mark.parametrize("backend", BACKENDS)(run)
 
 
 async def waiting(manager: MemoryManager, count: int) -> None:

@@ -1,57 +1,22 @@
 """Running pool tests under asyncio and trio, and one pool moving between them.
 
-``on_both_backends`` turns an ``async def`` test into a synchronous test run by
-``anyio.run`` once per backend; under trio it can run on
+``on_both_backends`` (from ``both_backends``) turns an ``async def`` test into a
+synchronous test run once per backend; under trio it can run on
 ``trio.testing.MockClock(autojump_threshold=0)``, so timeouts are instant and
 exact. The other pool test modules import it from here.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import anyio.lowlevel
-import pytest
-import trio.testing
+from both_backends import BACKENDS, on_both_backends, run
 
 from memwarden.pool import ObjectPool
 
-BACKENDS = ("asyncio", "trio")
-
-AsyncTest = Callable[..., Awaitable[None]]
-
-
-def run(backend: str, main: AsyncTest, *, mock_clock: bool = False) -> None:
-    """Run ``main`` on ``backend``; on trio with ``mock_clock``, on an autojumping clock."""
-    options: dict[str, Any] = {}
-    if backend == "trio" and mock_clock:
-        options["clock"] = trio.testing.MockClock(autojump_threshold=0)
-    anyio.run(main, backend=backend, backend_options=options)
-
-
-def on_both_backends(*, mock_clock: bool = False) -> Callable[[AsyncTest], Callable[..., None]]:
-    """Decorate an ``async def test_...(**fixtures)`` to run under asyncio and under trio."""
-
-    def decorate(fn: AsyncTest) -> Callable[..., None]:
-        @pytest.mark.parametrize("backend", BACKENDS)
-        def test(backend: str, **kwargs: Any) -> None:
-            run(backend, functools.partial(fn, **kwargs), mock_clock=mock_clock)
-
-        params = list(inspect.signature(fn).parameters.values())
-        backend = inspect.Parameter("backend", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        test.__signature__ = inspect.Signature([backend, *params])  # type: ignore[attr-defined]
-        # Marks set on ``fn`` (a parametrize applied first) belong to the test.
-        test.pytestmark = [*test.pytestmark, *getattr(fn, "pytestmark", [])]  # type: ignore[attr-defined]
-        test.__name__ = fn.__name__
-        test.__qualname__ = fn.__qualname__
-        test.__doc__ = fn.__doc__
-        return test
-
-    return decorate
+__all__ = ["BACKENDS", "on_both_backends", "run"]
 
 
 async def wait_for_waiters(pool: ObjectPool[Any], n: int) -> None:
