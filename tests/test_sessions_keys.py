@@ -142,6 +142,66 @@ async def test_cancelled_creation_leaves_nothing_and_a_waiter_creates(clock: Man
     assert budget.current_usage == 5
 
 
+@on_both
+async def test_cancelled_waiter_for_a_creation_leaves_it_alone(clock: ManualClock) -> None:
+    budget = MemoryManager(100)
+    manager = make(clock, budget=budget)
+    hog = budget.try_acquire(100, key="hog")
+    assert hog is not None
+    created: list[SessionData] = []
+    waiter_scope = anyio.CancelScope()
+
+    async def creator() -> None:
+        created.append(await manager.get_or_create("user", a=10))
+
+    async def waiter() -> None:
+        with waiter_scope:
+            await manager.get_or_create("user", b=5)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(creator)
+        await waiting(budget, 1)
+        tg.start_soon(waiter)
+        await wait_all_tasks_blocked()
+        waiter_scope.cancel()
+        await wait_all_tasks_blocked()
+        assert waiter_scope.cancelled_caught and budget.waiters == 1
+        budget.release(hog)
+    assert created[0].data == {"a": 10}
+    assert manager.stats().created == 1 and manager.stats().keys == 1
+    assert_no_leak(budget, manager)
+
+
+@on_both_autojump
+async def test_timed_out_creation_hands_the_key_to_a_waiter(clock: ManualClock) -> None:
+    budget = MemoryManager(100)
+    manager = make(clock, budget=budget, budget_timeout=timeout_for(5.0))
+    hog = budget.try_acquire(100, key="hog")
+    assert hog is not None
+    failed = anyio.Event()
+    created: list[SessionData] = []
+
+    async def creator() -> None:
+        with pytest.raises(AllocationTimeoutError):
+            await manager.get_or_create("user", a=10)
+        failed.set()
+
+    async def waiter() -> None:
+        created.append(await manager.get_or_create("user", b=5))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(creator)
+        await waiting(budget, 1)
+        tg.start_soon(waiter)
+        await failed.wait()
+        budget.release(hog)
+    assert created[0].data == {"b": 5}
+    stats = manager.stats()
+    assert (stats.sessions, stats.created, stats.keys) == (1, 1, 1)
+    assert_no_leak(budget, manager)
+    assert budget.current_usage == 5
+
+
 @on_both_autojump
 async def test_creation_timeout_leaves_no_session_no_key_no_bytes(clock: ManualClock) -> None:
     budget = MemoryManager(100)
@@ -340,8 +400,9 @@ async def test_at_normal_priority_the_session_would_queue_behind_requests(
 ) -> None:
     budget = MemoryManager(100)
     manager = make(clock, budget=budget, budget_priority=Priority.NORMAL)
-    hog = budget.try_acquire(100, key="hog")
-    assert hog is not None
+    assert budget.try_acquire(90, key="rest") is not None
+    piece = budget.try_acquire(10, key="piece")
+    assert piece is not None
     served: list[str] = []
 
     async def request() -> None:
@@ -357,8 +418,13 @@ async def test_at_normal_priority_the_session_would_queue_behind_requests(
         await waiting(budget, 1)
         tg.start_soon(store_result)
         await waiting(budget, 2)
-        budget.release(hog)
-    assert served[0] == "request" and sorted(served) == ["request", "session"]
+        budget.release(piece)  # room for exactly one: FIFO within a priority
+        await waiting(budget, 1)
+        await wait_all_tasks_blocked()
+        assert served == ["request"]
+        tg.cancel_scope.cancel()
+    assert manager.stats().sessions == 0 and manager.stats().keys == 0
+    assert_no_leak(budget, manager, 100)
 
 
 @on_both
