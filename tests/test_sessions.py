@@ -622,7 +622,12 @@ class SessionMachine(RuleBasedStateMachine):
         self.clock = ManualClock(0.0)
         self.budget = budget_of(1 << 30)  # never makes a step wait
         self.manager = SessionManager(
-            timeout=10.0, max_session_bytes=500, budget=self.budget, sizeof=sized, clock=self.clock
+            timeout=10.0,
+            max_session_bytes=500,
+            budget=self.budget,
+            sizeof=sized,
+            clock=self.clock,
+            max_keys=2,
         )
         self.model: dict[str, int] = {}  # id -> nbytes
         self.leases: list[tuple[str, Any]] = []
@@ -643,6 +648,27 @@ class SessionMachine(RuleBasedStateMachine):
         assert size <= 500
         self.model[sid] = size
         return sid
+
+    @rule(target=sessions, key=st.sampled_from(["a", "b", "c"]), size=st.integers(0, 600))
+    def get_or_create(self, key: str, size: int) -> str:
+        before = self.manager._table._keys.get(key)
+        try:
+            session = self.runner.run(self.manager.get_or_create(key, v=size))
+        except SessionMemoryError:
+            assert size > 500
+            self._sync_model()
+            assert key not in self.manager._table._keys
+            return "rejected"
+        self._sync_model()
+        if before is not None and not before.ended:
+            # The key named a live session: it is returned unchanged, data ignored.
+            assert session.session_id == before.session_id
+            assert session.nbytes == self.model[session.session_id]
+        else:
+            assert size <= 500 and session.session_id not in self.model
+            self.model[session.session_id] = size
+        assert self.manager._table._keys[key].session_id == session.session_id
+        return session.session_id
 
     @rule(sid=sessions, size=st.integers(0, 600))
     def update(self, sid: str, size: int) -> None:
@@ -719,6 +745,15 @@ class SessionMachine(RuleBasedStateMachine):
         assert stats.budget_bytes == self.budget.current_usage >= stats.total_bytes
         assert stats.peak_bytes >= stats.total_bytes
         assert stats.leased == len({s for s in self._leased() if s in self.manager})
+
+    @invariant()
+    def keys_name_live_sessions(self) -> None:
+        keys = self.manager._table._keys
+        assert len(keys) <= 2 and self.manager.stats().keys == len(keys)
+        for key, entry in keys.items():
+            assert entry.key == key and not entry.ended and entry.session_id in self.model
+        named = [e for e in self.manager._table if e.key is not None]
+        assert len(named) == len(keys)
 
     @invariant()
     def leased_sessions_are_alive(self) -> None:
