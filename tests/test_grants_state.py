@@ -54,6 +54,7 @@ class Model:
 
     capacity: int
     follow: bool = False
+    followed: bool = False  # the capacity was ever set from a sample
     used: int = 0
     peak: int = 0
     now: float = 0.0
@@ -238,6 +239,7 @@ class Model:
             self.limit = limit
             if self.follow:
                 self.capacity = max(int(limit * CRITICAL) - unmanaged, 1)
+                self.followed = True
         if level >= 3:
             self._evict(sorted((a for a in self.live if a.evictable), key=self._order))
         self.pump()
@@ -441,9 +443,9 @@ class LedgerMachine(RuleBasedStateMachine):
         live = [r for r in self.requests if r._state == LIVE]
         row = self.ledger.snapshot()
         assert row.used == sum(r.nbytes for r in live)
-        if not self.model.follow:
+        if not self.model.followed:
             # An automatic capacity follows the limit and may fall below what is
-            # already granted (when measured use is past the CRITICAL line);
+            # already granted (a smaller limit, or grants not yet touched);
             # grants still never exceed it (checked in Model._grant).
             assert row.used <= row.capacity
         assert row.allocations == len(live)
