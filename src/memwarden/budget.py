@@ -188,7 +188,8 @@ class MemoryManager:
     ``fast_acquire=True`` makes an acquire that fits at once skip its
     checkpoint; ``gc_controller`` is used by :meth:`optimize`. Timeouts follow
     the event loop's clock. Raises ``TypeError``/``ValueError`` naming the
-    argument for bad input.
+    argument for bad input, and what the probe raises when the monitor has no
+    sample yet and taking one fails.
 
     Thread-safety: ``release``, ``try_acquire``, ``deallocate`` and the
     properties may be called from any thread; ``acquire``/``reserve`` from any
