@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import os
+import select
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -577,3 +578,46 @@ async def test_v1_without_a_limit_falls_back_to_pressure_level(tmp_path: Path) -
             assert monitor.last_sample.source == "system"
             assert monitor.stats().event_sources == ("cgroup-v1-pressure-level",)
             tg.cancel_scope.cancel()
+
+
+@on_both
+async def test_after_an_early_sample_the_next_min_interval_is_not_cut(tmp_path: Path) -> None:
+    host = _v1_host(tmp_path, usage=200 * MIB, inactive=0)
+    clock = ManualClock()
+    with SystemProbe(root=str(host.root)) as probe:
+        monitor = PressureMonitor(
+            probe, clock=clock, sleep=clock.sleep, interval=3600.0, min_interval=0.125
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(monitor.run)
+            trigger = _thresholds_trigger(monitor)
+            await wait_all_tasks_blocked()
+            os.eventfd_write(trigger._fd, 1)
+            await _next_sample(monitor)
+            assert monitor.stats().samples == 2
+            os.eventfd_write(trigger._fd, 1)  # a second crossing at once: a storm
+            await clock.wait_for_sleepers(1)
+            await wait_all_tasks_blocked()
+            assert monitor.stats().samples == 2  # held for min_interval
+            await clock.advance_when_parked(0.125)
+            await _next_sample(monitor)  # answered as soon as the held stretch ends
+            assert clock() == 0.125
+            stats = monitor.stats()
+            assert stats.samples == 3 and stats.psi_wakeups == 2
+            tg.cancel_scope.cancel()
+
+
+@on_both
+async def test_kernfs_error_flag_is_a_change_not_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    # kernfs reports a changed file as EPOLLPRI | EPOLLERR; the write end of a pipe
+    # whose reader is gone reports EPOLLERR the same way.
+    r, w = os.pipe()
+    os.close(r)
+    drained: list[int] = []
+    monkeypatch.setattr(_psi, "_drain_kernfs", drained.append)
+    trigger = PsiTrigger(w, "memory.events", events=select.EPOLLPRI | select.EPOLLERR, kernfs=True)
+    try:
+        assert await trigger.wait(5) is True
+        assert not trigger.broken and drained == [w]
+    finally:
+        trigger.close()
