@@ -144,6 +144,8 @@ async def test_pool_creation_waits_while_critical_then_proceeds(
             assert got == []  # held back by the creation gate
             assert pool.stats().size == 0
             probe.set_fraction(0.5)
+            warden.monitor.sample_now()  # below the line: the Warden's min_dwell starts
+            clock.advance(warden.config.monitor_min_dwell)
             warden.monitor.sample_now()
         assert len(got) == 1
         assert pool.stats().in_use == 1
@@ -336,6 +338,33 @@ async def test_cancelled_acquire_at_the_creation_gate_leaks_nothing(
         assert (stats.size, stats.pending, stats.waiters, stats.in_use) == (0, 0, 0, 0)
         probe.set_fraction(0.5)
         warden.monitor.sample_now()
+        clock.advance(warden.config.monitor_min_dwell)
+        warden.monitor.sample_now()
         obj = await pool.acquire()  # the slot came back
         assert pool.stats().in_use == 1
         await pool.release(obj)
+
+
+async def test_ready_follows_the_shedding_level(clock: ManualClock, probe: StaticProbe) -> None:
+    async with make(clock, probe, shed_level=PressureLevel.HIGH) as warden:
+        assert warden.ready and warden.report()["ready"] is True
+        probe.set_fraction(0.9)
+        warden.monitor.sample_now()
+        assert warden.monitor.level is PressureLevel.HIGH and not warden.ready
+        assert warden.report()["shed_level"] == "high"
+
+
+async def test_a_warden_charges_sessions_and_byte_weighted_caches(
+    clock: ManualClock, probe: StaticProbe
+) -> None:
+    async with make(clock, probe) as warden:
+        assert warden.monitor.min_dwell == warden.config.monitor_min_dwell == 1.0
+        session = await warden.sessions.create_session(blob=b"x" * 100_000)
+        charged = warden.manager.current_usage
+        assert charged >= 100_000
+        cache = warden.caches.create_lru_cache("results", max_bytes=10 * MiB)
+        cache.put("k", b"y" * 200_000)
+        assert warden.manager.current_usage >= charged + 200_000
+        cache.clear()
+        await warden.sessions.end_session(session)
+        assert warden.manager.current_usage == 0

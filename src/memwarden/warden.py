@@ -4,8 +4,12 @@
 starts the pressure monitor's sampling loop under a :class:`Supervisor`, and
 reacts to pressure for you:
 
+- always: the budget admits by measured memory (what it reserved plus what the
+  process and the container use outside it), byte-weighted caches and
+  sessions are charged to it, and on glibc freed memory goes back to the kernel
+  (``allocator_tuning``);
 - HIGH: caches shrink by ``cache_shrink_fraction``, pools close idle objects
-  beyond ``min_size``, the budget makes new grants fit the remaining headroom;
+  beyond ``min_size``;
 - CRITICAL: caches are cleared, the budget evicts evictable reservations, GC
   runs its emergency path (collect, cleanup callbacks, ``malloc_trim``), idle
   unleased sessions are expired (``expire_sessions_on_critical``), and pools
@@ -28,6 +32,7 @@ from typing import Any, TypeVar, cast
 
 import anyio
 
+from ._native import Trimmer, tune_allocator
 from .budget import MemoryManager
 from .cache import CacheManager
 from .config import WardenConfig
@@ -38,11 +43,12 @@ from .leaks import LeakDetector, LeakEvent, LeakWatcher
 from .modules import LazyLoader
 from .pool import ObjectPool
 from .pressure import PressureEvent, PressureLevel, PressureMonitor, Subscription
-from .probes import Probe
+from .probes import MemorySample, Probe
 from .profiler import MemoryProfiler
 from .resources import ResourceManager
 from .sessions import SessionManager
 from .supervisor import Supervisor
+from .units import format_size
 
 __all__ = ["Warden"]
 
@@ -63,7 +69,9 @@ class Warden:
     ``max_memory_percent`` of the probe's limit. ``clock`` and ``sleep`` are
     injectable for tests (see :class:`memwarden.testing.ManualClock`);
     ``wall_clock`` stamps leak histories so they line up across restarts.
-    ``sessions_use_budget`` charges session bytes to the budget.
+    ``sessions_use_budget`` (default ``config.sessions_use_budget``, True)
+    charges session bytes to the budget. ``ready`` is False at or above
+    ``shed_level`` (config, default CRITICAL).
 
     Components are attributes: ``monitor``, ``manager``, ``sessions``,
     ``caches``, ``gc``, ``resources``, ``loader``, ``supervisor``,
@@ -81,7 +89,7 @@ class Warden:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = anyio.sleep,
         wall_clock: Callable[[], float] = time.time,
-        sessions_use_budget: bool = False,
+        sessions_use_budget: bool | None = None,
         loader: LazyLoader | None = None,
     ) -> None:
         if config is None:
@@ -102,25 +110,32 @@ class Warden:
             renotify_interval=config.renotify_interval,
             history=config.monitor_history,
             use_psi=config.monitor_use_psi,
+            min_dwell=config.monitor_min_dwell,
             clock=clock,
             sleep=sleep,
         )
         self._owns_probe = probe is None
-        first = self.monitor.sample_now()
-        capacity = config.capacity
-        if capacity is None:
-            capacity = max(1, int(first.limit * config.max_memory_percent / 100))
+        self.monitor.sample_now()
+        self.shed_level: PressureLevel = config.shed_level
         self.gc = GCController(cast(Aggressiveness, config.effective_gc_aggressiveness))
+        # capacity None: the measured room at the first sample (limit x critical - unmanaged).
         self.manager = MemoryManager(
-            capacity, monitor=self.monitor, clock=clock, gc_controller=self.gc
+            config.capacity, monitor=self.monitor, clock=clock, gc_controller=self.gc
         )
+        if sessions_use_budget is None:
+            sessions_use_budget = config.sessions_use_budget
         self.sessions = SessionManager(
             timeout=config.session_timeout,
             max_session_bytes=config.max_session_bytes,
             budget=self.manager if sessions_use_budget else None,
+            budget_priority=config.session_budget_priority,
+            budget_timeout=config.session_budget_timeout,
             clock=clock,
         )
-        self.caches = CacheManager(shrink_fraction=config.cache_shrink_fraction, clock=clock)
+        self.caches = CacheManager(
+            shrink_fraction=config.cache_shrink_fraction, clock=clock, budget=self.manager
+        )
+        self._trimmer: Trimmer | None = None
         self.resources = ResourceManager(clock=clock)
         self.loader = loader if loader is not None else LazyLoader(clock=clock)
         self.loader.set_pressure_level_provider(lambda: self.monitor.level)
@@ -158,6 +173,9 @@ class Warden:
                 self._restored = self.leaks.restore(await self.store.load(_SERIES_KIND))
             if config.gc_optimization_enabled:
                 self.gc.configure()
+            if config.allocator_tuning:
+                self._tune_allocator(stack)
+            self._log_start()
             if config.profiling_enabled:
                 self.profiler.start_profiling()
                 stack.callback(self.profiler.stop_profiling)
@@ -227,6 +245,51 @@ class Warden:
                 close = getattr(self.monitor.probe, "close", None)
                 if callable(close):
                     close()
+
+    @property
+    def ready(self) -> bool:
+        """False at or above the shedding level (``shed_level``): the replica should drain."""
+        return self.monitor.level < self.shed_level
+
+    def _tune_allocator(self, stack: AsyncExitStack) -> None:
+        config = self.config
+        tuned = tune_allocator(
+            mmap_threshold=config.allocator_mmap_threshold,
+            trim_threshold=config.allocator_trim_threshold,
+        )
+        if not tuned:
+            logger.debug("allocator tuning unavailable (not glibc): skipped")
+            return
+        self._trimmer = Trimmer(
+            threshold=config.allocator_trim_after_bytes,
+            interval=config.allocator_trim_interval,
+            clock=self._clock,
+        )
+        manager = self.manager
+        last = [manager.current_usage]
+
+        def after_sample(sample: MemorySample) -> None:
+            # Bytes given back since the last sample; a large release is trimmed.
+            usage = manager.current_usage
+            dropped = last[0] - usage
+            last[0] = usage
+            if dropped > 0 and self._trimmer is not None:
+                self._trimmer.released(dropped)
+
+        stack.callback(self.monitor.add_sample_listener(after_sample))
+
+    def _log_start(self) -> None:
+        stats = self.manager.get_stats()
+        sample = self.monitor.last_sample
+        logger.info(
+            "memwarden: limit %s (%s), budget %s, %s unmanaged, sheds at %s; wake-ups: %s",
+            format_size(sample.limit) if sample is not None else "unknown",
+            sample.source if sample is not None else "no sample",
+            format_size(stats.total_allocated),
+            format_size(stats.unmanaged or 0),
+            self.shed_level.label,
+            ", ".join(self.monitor.stats().event_sources) or "interval only",
+        )
 
     # -- pressure reactions --------------------------------------------------------------
 
@@ -424,6 +487,8 @@ class Warden:
             "timestamp": time.time(),
             "uptime": None if self._started_at is None else self._clock() - self._started_at,
             "level": self.monitor.level.label,
+            "ready": self.ready,
+            "shed_level": self.shed_level.label,
             "sample": None if sample is None else sample.to_dict(),
             "monitor": self.monitor.stats().to_dict(),
             "budget": self.manager.get_stats().to_dict(),
