@@ -201,34 +201,7 @@ class PsiTrigger:
         """
         if level not in _V1_LEVELS:
             raise ValueError(f"level must be one of {_V1_LEVELS}, got {level!r}")
-        directory = os.fspath(directory)
-        opened: list[int] = []
-        try:
-            efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-            opened.append(efd)
-            pressure = _os_open(
-                os.path.join(directory, "memory.pressure_level"), os.O_RDONLY | os.O_CLOEXEC
-            )
-            opened.append(pressure)
-            control = _os_open(
-                os.path.join(directory, "cgroup.event_control"), os.O_WRONLY | os.O_CLOEXEC
-            )
-            try:
-                _os_write(control, f"{efd} {pressure} {level}".encode())
-            finally:
-                os.close(control)
-        except OSError as exc:
-            for fd in opened:
-                os.close(fd)
-            _log_fallback(directory, errno.errorcode.get(exc.errno or 0, str(exc)))
-            return None
-        return cls(
-            efd,
-            os.path.join(directory, "memory.pressure_level"),
-            events=select.EPOLLIN,
-            keep=(pressure,),
-            eventfd=True,
-        )
+        return cls._open_v1_event(directory, "memory.pressure_level", [level])
 
     @classmethod
     def open_cgroup_v1_thresholds(
@@ -251,20 +224,34 @@ class PsiTrigger:
         for value in thresholds:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"thresholds must be positive ints, got {value!r}")
+        return cls._open_v1_event(
+            directory, "memory.usage_in_bytes", [str(v) for v in sorted(set(thresholds))]
+        )
+
+    @classmethod
+    def _open_v1_event(
+        cls, directory: str | os.PathLike[str], watched: str, arguments: list[str]
+    ) -> PsiTrigger | None:
+        """Register one eventfd per ``cgroup.event_control`` line on ``watched``.
+
+        Each of ``arguments`` becomes a line ``"<eventfd> <watched fd> <argument>"``.
+        ``None`` (logged once at debug level) when a file is missing or the
+        kernel refuses.
+        """
         directory = os.fspath(directory)
-        usage_path = os.path.join(directory, "memory.usage_in_bytes")
+        path = os.path.join(directory, watched)
         opened: list[int] = []
         try:
             efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             opened.append(efd)
-            usage = _os_open(usage_path, os.O_RDONLY | os.O_CLOEXEC)
-            opened.append(usage)
+            target = _os_open(path, os.O_RDONLY | os.O_CLOEXEC)
+            opened.append(target)
             control = _os_open(
                 os.path.join(directory, "cgroup.event_control"), os.O_WRONLY | os.O_CLOEXEC
             )
             try:
-                for value in sorted(set(thresholds)):
-                    _os_write(control, f"{efd} {usage} {value}".encode())
+                for argument in arguments:
+                    _os_write(control, f"{efd} {target} {argument}".encode())
             finally:
                 os.close(control)
         except OSError as exc:
@@ -272,7 +259,7 @@ class PsiTrigger:
                 os.close(fd)
             _log_fallback(directory, errno.errorcode.get(exc.errno or 0, str(exc)))
             return None
-        return cls(efd, usage_path, events=select.EPOLLIN, keep=(usage,), eventfd=True)
+        return cls(efd, path, events=select.EPOLLIN, keep=(target,), eventfd=True)
 
     @classmethod
     def open_memory_events(cls, directory: str | os.PathLike[str]) -> PsiTrigger | None:
