@@ -284,3 +284,23 @@ async def test_hold_can_be_turned_off(probe: StaticProbe) -> None:
     assert len(cache) == 10 and not cache.held
     with pytest.raises(TypeError, match="hold must be a bool"):
         CacheManager(hold=1)  # type: ignore[arg-type]
+
+
+async def test_reactions_that_free_nothing_log_at_debug_and_count_in_words(
+    probe: StaticProbe, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = CacheManager()
+    manager.create_lru_cache("empty", capacity=10)
+    caplog.set_level(logging.DEBUG, logger="memwarden.cache")
+    await manager.react(event_at(probe, 0.9))
+    await manager.react(event_at(probe, 0.1, previous=PressureLevel.HIGH))
+    records = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert records[0][0] == logging.DEBUG
+    assert "held 1 cache: 0 entries" in records[0][1]
+    assert records[1] == (logging.INFO, "caches: memory pressure low, 1 cache may grow again")
+    cache = manager.get_cache("empty")
+    cache["k"] = b"v"
+    caplog.clear()
+    await manager.react(event_at(probe, 0.99))
+    assert caplog.records[0].levelno == logging.WARNING
+    assert "1 entry" in caplog.records[0].getMessage()

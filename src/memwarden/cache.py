@@ -337,8 +337,12 @@ class CacheManager:
                     released += 1
             self._last_level = level
             if changed:
-                self._log.info(
-                    "caches: memory pressure %s, %d caches may grow again", level.label, released
+                # Nothing to report when no cache was held: DEBUG keeps a busy log quiet.
+                self._log.log(
+                    logging.INFO if released else logging.DEBUG,
+                    "caches: memory pressure %s, %s may grow again",
+                    level.label,
+                    _caches(released),
                 )
             return
         hold = self._hold
@@ -378,12 +382,14 @@ class CacheManager:
             )
             if hold:
                 action += " and held"
-            self._log.warning(
-                "caches: memory pressure %s, %s %d caches: %d entries, %d bytes freed",
+            self._log.log(
+                logging.WARNING if entries or freed else logging.DEBUG,
+                "caches: memory pressure %s, %s %s: %d %s, %d bytes freed",
                 level.label,
                 action,
-                touched,
+                _caches(touched),
                 entries,
+                "entry" if entries == 1 else "entries",
                 freed,
             )
 
@@ -413,3 +419,7 @@ class CacheManager:
 
     def __repr__(self) -> str:
         return f"CacheManager(caches={self.names()!r}, shrink_fraction={self._shrink_fraction})"
+
+
+def _caches(count: int) -> str:
+    return f"{count} cache" if count == 1 else f"{count} caches"
