@@ -8,7 +8,6 @@ import math
 import os
 import select
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -417,22 +416,6 @@ async def test_run_ending_on_a_fake_tree_leaves_no_descriptors(
 
 
 # -- cgroup v2 memory.events --------------------------------------------------------------
-
-
-@pytest.fixture
-def oob() -> Iterator[tuple[socket.socket, socket.socket]]:
-    """An AF_UNIX pair: MSG_OOB data raises POLLPRI, as a change of memory.events does."""
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        a.send(b"!", socket.MSG_OOB)
-        b.recv(1, socket.MSG_OOB)
-    except OSError:
-        a.close()
-        b.close()
-        pytest.skip("this kernel has no MSG_OOB on AF_UNIX sockets (Linux < 5.15)")
-    yield a, b
-    a.close()
-    b.close()
 
 
 def _v2_host(tmp_path: Path) -> FakeHost:

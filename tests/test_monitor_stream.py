@@ -384,21 +384,14 @@ async def test_run_feeds_subscribers_and_wait_for(
 
 
 @pytest.fixture
-def oob_trigger() -> Iterator[tuple[socket.socket, socket.socket, PsiTrigger]]:
+def oob_trigger(
+    oob: tuple[socket.socket, socket.socket],
+) -> Iterator[tuple[socket.socket, socket.socket, PsiTrigger]]:
     """A trigger on an AF_UNIX socket: MSG_OOB data raises POLLPRI as a PSI event does."""
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        a.send(b"!", socket.MSG_OOB)
-        b.recv(1, socket.MSG_OOB)
-    except OSError:
-        a.close()
-        b.close()
-        pytest.skip("this kernel has no MSG_OOB on AF_UNIX sockets (Linux < 5.15)")
+    a, b = oob
     trigger = PsiTrigger(os.dup(b.fileno()), "socketpair")
     yield a, b, trigger
     trigger.close()
-    a.close()
-    b.close()
 
 
 @on_both

@@ -93,15 +93,8 @@ def test_cross_thread_publish_wakes_trio_receiver() -> None:
     anyio.run(main, backend="trio")
 
 
-def test_psi_wait_and_cancel_on_trio() -> None:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        a.send(b"!", socket.MSG_OOB)
-        b.recv(1, socket.MSG_OOB)
-    except OSError:
-        a.close()
-        b.close()
-        pytest.skip("this kernel has no MSG_OOB on AF_UNIX sockets (Linux < 5.15)")
+def test_psi_wait_and_cancel_on_trio(oob: tuple[socket.socket, socket.socket]) -> None:
+    a, b = oob
     trigger = PsiTrigger(os.dup(b.fileno()), "socketpair")
 
     async def main() -> None:
@@ -117,19 +110,12 @@ def test_psi_wait_and_cancel_on_trio() -> None:
         anyio.run(main, backend="trio")
     finally:
         trigger.close()
-        a.close()
-        b.close()
 
 
-def test_trigger_wakes_run_early_on_trio(monkeypatch: pytest.MonkeyPatch) -> None:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        a.send(b"!", socket.MSG_OOB)
-        b.recv(1, socket.MSG_OOB)
-    except OSError:
-        a.close()
-        b.close()
-        pytest.skip("this kernel has no MSG_OOB on AF_UNIX sockets (Linux < 5.15)")
+def test_trigger_wakes_run_early_on_trio(
+    monkeypatch: pytest.MonkeyPatch, oob: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = oob
     trigger = PsiTrigger(os.dup(b.fileno()), "socketpair")
     clock = ManualClock(0.0)
     probe = StaticProbe(0, 1000)
@@ -158,5 +144,4 @@ def test_trigger_wakes_run_early_on_trio(monkeypatch: pytest.MonkeyPatch) -> Non
     try:
         anyio.run(main, backend="trio")
     finally:
-        a.close()
-        b.close()
+        trigger.close()
