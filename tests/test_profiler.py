@@ -457,7 +457,9 @@ def test_monitor_sync_records_net_peak_and_duration(clock: ManualClock) -> None:
     assert stats is not None
     assert stats.calls == 1 and stats.traced_calls == 1 and stats.errors == 0
     assert stats.last_net is not None and 100_000 <= stats.last_net < 200_000
-    assert stats.last_peak is not None and stats.last_peak >= 1_000_000
+    # The peak is taken against the traced total at entry; a few bytes the
+    # interpreter frees meanwhile (cached frames, interned names) may come off it.
+    assert stats.last_peak is not None and stats.last_peak >= 1_000_000 - 4096
     assert stats.max_peak == stats.total_peak == stats.last_peak
     assert stats.last_duration == stats.total_duration == stats.max_duration == 2.5
     assert stats.overlapped_calls == 0
