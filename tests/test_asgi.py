@@ -333,6 +333,27 @@ def test_lifespan_runs_a_warden_the_middleware_finds(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_sheds_are_counted_on_the_warden_across_middlewares(backend: str) -> None:
+    probe = StaticProbe(used=100, limit=10 * LIMIT)
+    app = FastAPI(lifespan=lifespan(_config(), probe=probe))
+
+    @app.get("/work")
+    async def work() -> dict[str, bool]:
+        return {"ok": True}
+
+    app.add_middleware(MemoryGuardMiddleware, cost={"/work": 2 * LIMIT})
+    app.add_middleware(MemoryGuardMiddleware)
+    with TestClient(app, backend=backend) as client:
+        warden = app.state.warden
+        assert client.get("/work").status_code == 413
+        probe.set(used=int(9.9 * LIMIT), limit=10 * LIMIT)
+        warden.monitor.sample_now()
+        assert client.get("/work").status_code == 503
+        assert warden.shed_counts() == {"too_large": 1, "pressure": 1}
+        assert warden.report()["shed"] == {"too_large": 1, "pressure": 1}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_reserve_dependency_holds_bytes_for_the_request(backend: str) -> None:
     probe = StaticProbe(used=100, limit=10 * LIMIT)
     app = FastAPI(lifespan=lifespan(_config(), probe=probe))

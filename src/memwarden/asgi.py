@@ -204,7 +204,7 @@ class MemoryGuardMiddleware:
 
     def _targets(
         self, scope: Scope
-    ) -> tuple[MemoryManager | None, PressureMonitor | None, PressureLevel]:
+    ) -> tuple[Any, MemoryManager | None, PressureMonitor | None, PressureLevel]:
         warden = self._warden
         if warden is None and self._manager is None and self._monitor is None:
             warden = _find_warden(scope)
@@ -215,8 +215,8 @@ class MemoryGuardMiddleware:
                 )
         if warden is not None:
             level = getattr(warden, "shed_level", PressureLevel.CRITICAL)
-            return warden.manager, warden.monitor, PressureLevel(level)
-        return self._manager, self._monitor, PressureLevel.CRITICAL
+            return warden, warden.manager, warden.monitor, PressureLevel(level)
+        return None, self._manager, self._monitor, PressureLevel.CRITICAL
 
     def _retry_after_value(self, monitor: PressureMonitor | None) -> str:
         if self._retry_after is not None:
@@ -224,14 +224,17 @@ class MemoryGuardMiddleware:
         dwell = float(getattr(monitor, "min_dwell", 0.0) or 0.0)
         return retry_after_header(max(1.0, math.ceil(dwell)))
 
-    def _count_shed(self, reason: str) -> None:
+    def _count_shed(self, warden: Any, reason: str) -> None:
         with self._lock:
             self._shed[reason] += 1
+        record = getattr(warden, "record_shed", None)
+        if record is not None:
+            record(reason)
 
     async def _refuse(
-        self, send: Send, status: int, reason: str, message: str, retry: str | None
+        self, send: Send, warden: Any, status: int, reason: str, message: str, retry: str | None
     ) -> None:
-        self._count_shed(reason)
+        self._count_shed(warden, reason)
         kind = "overloaded" if status == 503 else "payload_too_large"
         headers = [("retry-after", retry)] if retry is not None else []
         await send_error(send, status, kind, message, headers=headers)
@@ -270,7 +273,7 @@ class MemoryGuardMiddleware:
         if self._exempted(path):
             await self.app(scope, receive, send)
             return
-        manager, monitor, shed_level = self._targets(scope)
+        warden, manager, monitor, shed_level = self._targets(scope)
         with self._lock:
             self._requests += 1
         if self._shed_at is not None:
@@ -278,6 +281,7 @@ class MemoryGuardMiddleware:
         if monitor is not None and monitor.level >= shed_level:
             await self._refuse(
                 send,
+                warden,
                 503,
                 "pressure",
                 f"memory pressure is {monitor.level.label}: the service sheds load "
@@ -296,6 +300,7 @@ class MemoryGuardMiddleware:
         if nbytes > manager.capacity:
             await self._refuse(
                 send,
+                warden,
                 413,
                 "too_large",
                 f"this request needs {nbytes} bytes, more than the memory budget's "
@@ -311,6 +316,7 @@ class MemoryGuardMiddleware:
         except AllocationTimeoutError:
             await self._refuse(
                 send,
+                warden,
                 503,
                 "timeout",
                 f"no memory for this request ({nbytes} bytes) within {self._reserve_timeout:g} s",
@@ -318,7 +324,7 @@ class MemoryGuardMiddleware:
             )
             return
         except MemoryAllocationError as exc:  # the capacity shrank meanwhile
-            await self._refuse(send, 413, "too_large", str(exc), None)
+            await self._refuse(send, warden, 413, "too_large", str(exc), None)
             return
         self._enter(nbytes)
         try:

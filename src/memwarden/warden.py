@@ -25,6 +25,7 @@ resource cleanups and restores the GC settings.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -153,6 +154,8 @@ class Warden:
             self.store.keep = config.state_keep
         self.pools: dict[str, ObjectPool[Any]] = {}
         self._reactions: dict[str, int] = {level.label: 0 for level in PressureLevel}
+        self._shed: dict[str, int] = {}
+        self._shed_lock = threading.Lock()
         self._stack: AsyncExitStack | None = None
         self._started_at: float | None = None
         self._restored = 0
@@ -480,6 +483,21 @@ class Warden:
 
     # -- reporting ----------------------------------------------------------------------
 
+    def record_shed(self, reason: str) -> None:
+        """Count one request refused for ``reason`` (called by the ASGI middleware).
+
+        Every :class:`~memwarden.asgi.MemoryGuardMiddleware` that finds this
+        Warden reports here, so ``shed_counts()`` covers the whole service.
+        Thread-safe.
+        """
+        with self._shed_lock:
+            self._shed[reason] = self._shed.get(reason, 0) + 1
+
+    def shed_counts(self) -> dict[str, int]:
+        """Requests refused so far, by reason (``pressure``, ``timeout``, ``too_large``)."""
+        with self._shed_lock:
+            return dict(self._shed)
+
     def report(self) -> dict[str, Any]:
         """A JSON-able snapshot of everything the Warden governs."""
         sample = self.monitor.last_sample
@@ -504,6 +522,7 @@ class Warden:
             },
             "supervisor": self.supervisor.to_dict(),
             "reactions": dict(self._reactions),
+            "shed": self.shed_counts(),
             "config": self.config.to_dict(),
         }
 
