@@ -368,3 +368,29 @@ async def test_a_warden_charges_sessions_and_byte_weighted_caches(
         cache.clear()
         await warden.sessions.end_session(session)
         assert warden.manager.current_usage == 0
+
+
+async def test_memory_history_carries_managed_unmanaged_and_cache(
+    clock: ManualClock, probe: StaticProbe
+) -> None:
+    async with make(clock, probe, monitor_history=3) as warden:
+        cache = warden.caches.create_lru_cache("results", max_bytes=10 * MiB)
+        cache.put("k", b"y" * 200_000)
+        async with warden.manager.reserve(5 * MiB):
+            probe.set(used=300 * MiB, limit=LIMIT)
+            warden.monitor.sample_now()
+            point = warden.memory_history()[-1]
+        assert point["used"] == 300 * MiB and point["limit"] == LIMIT
+        assert point["cache"] >= 200_000 and point["cache"] == warden.manager.get_stats().evictable
+        assert point["managed"] == 5 * MiB + point["cache"]
+        assert point["unmanaged"] >= 300 * MiB - point["managed"]
+        assert point["capacity"] == warden.manager.capacity
+        for _ in range(5):
+            warden.monitor.sample_now()
+        points = warden.memory_history()
+        assert len(points) == 3
+        assert [p["timestamp"] for p in points] == sorted(p["timestamp"] for p in points)
+        assert warden.memory_history(limit=1) == points[-1:]
+        for bad, error in ((0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)):
+            with pytest.raises(error, match="limit"):
+                warden.memory_history(limit=bad)  # type: ignore[arg-type]

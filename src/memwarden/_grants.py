@@ -173,6 +173,7 @@ class HistoryRow(NamedTuple):
     level: int
     unmanaged: int | None
     limit: int | None
+    evictable: int = 0
 
 
 class Ledger:
@@ -704,6 +705,7 @@ class Ledger:
             self._level,
             self.unmanaged,
             self._limit,
+            self._evictable_bytes,
         )
 
     def _record(self, now: float) -> None:

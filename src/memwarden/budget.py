@@ -82,7 +82,8 @@ class MemoryStats:
     With a monitor: ``managed`` is the reserved bytes (``current_usage``),
     ``unmanaged`` the largest recent measured use beyond them, ``limit`` the
     sample's limit and ``headroom`` the bytes grantable now under the measured
-    rule; without one the last three are None.
+    rule; without one the last three are None. ``evictable`` is the part of
+    ``managed`` held by evictable reservations (in a Warden: the caches).
     """
 
     total_allocated: int
@@ -102,6 +103,7 @@ class MemoryStats:
     managed: int = 0
     unmanaged: int | None = None
     limit: int | None = None
+    evictable: int = 0
 
     @classmethod
     def _from_row(cls, row: HistoryRow) -> MemoryStats:
@@ -123,6 +125,7 @@ class MemoryStats:
             managed=row.used,
             unmanaged=row.unmanaged,
             limit=row.limit,
+            evictable=row.evictable,
         )
 
     def to_dict(self) -> dict[str, Any]:

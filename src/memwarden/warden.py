@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar, cast
@@ -34,6 +35,7 @@ from typing import Any, TypeVar, cast
 import anyio
 
 from ._native import Trimmer, tune_allocator
+from ._validate import check_int
 from .budget import MemoryManager
 from .cache import CacheManager
 from .config import WardenConfig
@@ -155,7 +157,12 @@ class Warden:
         self.pools: dict[str, ObjectPool[Any]] = {}
         self._reactions: dict[str, int] = {level.label: 0 for level in PressureLevel}
         self._shed: dict[str, int] = {}
-        self._shed_lock = threading.Lock()
+        self._figures_lock = threading.Lock()
+        self._points: deque[dict[str, Any]] = deque(maxlen=config.monitor_history)
+        first = self.monitor.last_sample
+        if first is not None:
+            self._record_point(first)
+        self.monitor.add_sample_listener(self._record_point)
         self._stack: AsyncExitStack | None = None
         self._started_at: float | None = None
         self._restored = 0
@@ -483,6 +490,37 @@ class Warden:
 
     # -- reporting ----------------------------------------------------------------------
 
+    def _record_point(self, sample: MemorySample) -> None:
+        # A sample listener: the budget's own listener has already seen this
+        # sample, so managed/unmanaged are the figures it decided with.
+        stats = self.manager.get_stats()
+        point = dict(sample.to_dict())
+        point.update(
+            managed=stats.managed,
+            unmanaged=stats.unmanaged,
+            cache=stats.evictable,
+            capacity=stats.total_allocated,
+        )
+        with self._figures_lock:
+            self._points.append(point)
+
+    def memory_history(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The retained samples, oldest first, each with the budget's view of it.
+
+        Each point holds the :class:`~memwarden.probes.MemorySample` fields
+        (``to_dict()``) plus ``managed`` (reserved bytes), ``unmanaged``
+        (measured use beyond them), ``cache`` (the evictable part of managed:
+        the caches' reservations) and ``capacity``, so a chart can be drawn or
+        backfilled. At most ``config.monitor_history`` points are kept;
+        ``limit`` keeps the newest ``limit``. Raises ``TypeError``/``ValueError``
+        for a ``limit`` that is not a positive int. Thread-safe.
+        """
+        if limit is not None:
+            check_int("limit", limit, minimum=1)
+        with self._figures_lock:
+            points = list(self._points)
+        return points if limit is None else points[-limit:]
+
     def record_shed(self, reason: str) -> None:
         """Count one request refused for ``reason`` (called by the ASGI middleware).
 
@@ -490,12 +528,12 @@ class Warden:
         Warden reports here, so ``shed_counts()`` covers the whole service.
         Thread-safe.
         """
-        with self._shed_lock:
+        with self._figures_lock:
             self._shed[reason] = self._shed.get(reason, 0) + 1
 
     def shed_counts(self) -> dict[str, int]:
         """Requests refused so far, by reason (``pressure``, ``timeout``, ``too_large``)."""
-        with self._shed_lock:
+        with self._figures_lock:
             return dict(self._shed)
 
     def report(self) -> dict[str, Any]:
