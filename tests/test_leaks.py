@@ -15,8 +15,8 @@ from memwarden.leaks import (
     calculate_memory_statistics,
 )
 
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
-TRACE_FILES = sorted(TRACES.glob("*.csv")) if TRACES.is_dir() else []
+TRACES = Path(__file__).resolve().parent / "data" / "traces"
+TRACE_FILES = sorted(TRACES.glob("*.csv"))
 MB = 1_000_000
 
 
@@ -52,7 +52,13 @@ def assert_bar(history: list[tuple[float, float]], start: int | None) -> None:
         assert start < flagged <= start + 60, f"leak starting at {start} flagged at {flagged}"
 
 
-@pytest.mark.skipif(not TRACE_FILES, reason=f"labelled traces not found under {TRACES}")
+def test_the_labelled_traces_ship_with_the_tests() -> None:
+    # A fresh clone runs every labelled trace: none may go missing silently.
+    assert len(TRACE_FILES) >= 9, f"labelled traces missing under {TRACES}"
+    assert any("noleak" in p.name for p in TRACE_FILES)
+    assert any("leak_start_" in p.name for p in TRACE_FILES)
+
+
 @pytest.mark.parametrize("path", TRACE_FILES, ids=lambda p: p.stem)
 def test_labelled_traces(path: Path) -> None:
     assert_bar(load_trace(path), leak_start(path.name))
