@@ -342,7 +342,7 @@ class CacheManager:
                     logging.INFO if released else logging.DEBUG,
                     "caches: memory pressure %s, %s may grow again",
                     level.label,
-                    _caches(released),
+                    _count(released, "cache", "caches"),
                 )
             return
         hold = self._hold
@@ -384,13 +384,12 @@ class CacheManager:
                 action += " and held"
             self._log.log(
                 logging.WARNING if entries or freed else logging.DEBUG,
-                "caches: memory pressure %s, %s %s: %d %s, %d bytes freed",
+                "caches: memory pressure %s, %s %s: %s, %s freed",
                 level.label,
                 action,
-                _caches(touched),
-                entries,
-                "entry" if entries == 1 else "entries",
-                freed,
+                _count(touched, "cache", "caches"),
+                _count(entries, "entry", "entries"),
+                _count(freed, "byte", "bytes"),
             )
 
     @property
@@ -421,5 +420,6 @@ class CacheManager:
         return f"CacheManager(caches={self.names()!r}, shrink_fraction={self._shrink_fraction})"
 
 
-def _caches(count: int) -> str:
-    return f"{count} cache" if count == 1 else f"{count} caches"
+def _count(count: int, one: str, many: str) -> str:
+    """``"1 entry"``, ``"0 entries"``: a count in words for log lines."""
+    return f"{count} {one if count == 1 else many}"
