@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
+from both_backends import on_both
 
 from memwarden import PoolExhaustedError, PressureLevel, StaticProbe, WardenConfig
 from memwarden.testing import ManualClock
@@ -394,3 +395,27 @@ async def test_memory_history_carries_managed_unmanaged_and_cache(
         for bad, error in ((0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)):
             with pytest.raises(error, match="limit"):
                 warden.memory_history(limit=bad)  # type: ignore[arg-type]
+
+
+@on_both
+async def test_warden_subscriptions_end_when_it_closes(probe: StaticProbe) -> None:
+    config = WardenConfig(monitor_use_psi=False)
+    seen: list[str] = []
+    warden = Warden(config, probe=probe)
+    assert not warden.running
+
+    async def read(events: object) -> None:
+        async for event in events:  # type: ignore[attr-defined]
+            seen.append(event.level.label)
+
+    async with anyio.create_task_group() as tg:
+        async with warden:
+            assert warden.running
+            events = warden.subscribe(buffer=4)
+            tg.start_soon(read, events)
+            await wait_all_tasks_blocked()
+            assert seen == ["low"]
+        assert not warden.running
+    assert events.closed
+    with pytest.raises(ValueError, match="buffer"):
+        warden.subscribe(buffer=0)

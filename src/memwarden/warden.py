@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -166,6 +167,7 @@ class Warden:
         self._stack: AsyncExitStack | None = None
         self._started_at: float | None = None
         self._restored = 0
+        self._subscriptions: weakref.WeakSet[Subscription[PressureEvent]] = weakref.WeakSet()
         self.leaks.add_series("memory.used", self._used_bytes, kind="memory")
         self.leaks.add_series("sessions.bytes", self._session_bytes, kind="sessions")
 
@@ -229,6 +231,8 @@ class Warden:
         return await stack.__aexit__(*exc_info)  # type: ignore[arg-type]
 
     async def _shutdown(self) -> None:
+        for subscription in list(self._subscriptions):
+            subscription.close()
         with anyio.CancelScope(shield=True):
             for pool in list(self.pools.values()):
                 # The pool bounds its own wait for objects still out; the outer real-time
@@ -255,6 +259,24 @@ class Warden:
                 close = getattr(self.monitor.probe, "close", None)
                 if callable(close):
                     close()
+
+    @property
+    def running(self) -> bool:
+        """True between entering and leaving ``async with warden``."""
+        return self._stack is not None
+
+    def subscribe(self, **options: Any) -> Subscription[PressureEvent]:
+        """A subscription to the monitor's pressure events that ends when the Warden closes.
+
+        ``options`` are :meth:`PressureMonitor.subscribe`'s (``min_level``,
+        ``buffer``, ``overflow``, ``include_current``) and raise what it
+        raises. Leaving ``async with warden`` ends every such subscription's
+        ``async for`` loop, so a long-lived reader (an event stream to a
+        client) finishes cleanly at shutdown.
+        """
+        subscription = self.monitor.subscribe(**options)
+        self._subscriptions.add(subscription)
+        return subscription
 
     @property
     def ready(self) -> bool:
