@@ -227,6 +227,7 @@ def test_seed_003_defaults_are_settings() -> None:
         ("MEMWARDEN_MONITOR_MIN_DWELL", "0", "monitor_min_dwell", 0.0),
         ("MEMWARDEN_MONITOR_MIN_DWELL", "5", "monitor_min_dwell", 5.0),
         ("MEMWARDEN_ALLOCATOR_TUNING", "off", "allocator_tuning", False),
+        ("MEMWARDEN_SHARE_RESERVATIONS", "false", "share_reservations", False),
         ("MEMWARDEN_ALLOCATOR_MMAP_THRESHOLD", "4MiB", "allocator_mmap_threshold", 4 * MiB),
         ("MEMWARDEN_ALLOCATOR_TRIM_THRESHOLD", "131072", "allocator_trim_threshold", 128 * 1024),
         ("MEMWARDEN_ALLOCATOR_TRIM_AFTER_BYTES", "1GiB", "allocator_trim_after_bytes", GiB),

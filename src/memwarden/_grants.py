@@ -25,6 +25,13 @@ seen over the last :data:`RECENT_WINDOW` seconds (and at least the last
 :data:`RECENT_SAMPLES` samples). The two bounds fold into one ceiling, so the
 grant decision costs the same with or without a monitor.
 
+Several processes (``shared=``, a :class:`~memwarden._shared.ReservationTable`):
+the other processes' reserved bytes count as reserved here too, in both
+``unmanaged`` and the room. The ledger's lock then also takes the table's
+cross-process lock, reads the others' figure on entry and publishes this
+ledger's reserved bytes on exit, so every decision sees what every process
+has granted.
+
 Side effects that may run user code (waking a parked task, ``on_evict``) never
 run under the lock: each mutating method collects them and runs them after the
 lock is released.
@@ -37,9 +44,13 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import MemoryAllocationError
+
+if TYPE_CHECKING:
+    from ._shared import ReservationTable
 
 __all__ = ["HistoryRow", "Ledger", "Request"]
 
@@ -174,6 +185,7 @@ class HistoryRow(NamedTuple):
     unmanaged: int | None
     limit: int | None
     evictable: int = 0
+    others: int = 0
 
 
 class Ledger:
@@ -191,9 +203,14 @@ class Ledger:
         history: int = 1000,
         on_evicted: Callable[[list[Request]], None] | None = None,
         owner: Any = None,
+        shared: ReservationTable | None = None,
     ) -> None:
         self.owner: Any = owner  # the MemoryManager this ledger keeps the books of
-        self._lock = threading.Lock()
+        self._shared = shared
+        self._others = 0  # other processes' reserved bytes (shared tables only)
+        self._lock: threading.Lock | _SharedLock = (
+            threading.Lock() if shared is None else _SharedLock(shared, self)
+        )
         self._capacity = capacity
         # What grants are checked against: the capacity, lowered to the measured
         # room while samples come in (see observe()).
@@ -532,7 +549,7 @@ class Ledger:
         """
         with self._lock:
             now = self._clock()
-            unmanaged = used - self._used
+            unmanaged = used - self._used - self._others
             if unmanaged < 0:
                 unmanaged = 0
             recent = self._recent
@@ -551,7 +568,7 @@ class Ledger:
                     self._capacity = max(int(limit * critical) - unmanaged, 1)
             self._critical_line = int(limit * critical)
             self._high_line = int(limit * high)
-            self._ceiling = min(self._capacity, self._critical_line - self._unmanaged_recent)
+            self._set_ceiling()
             evicted: list[Request] = []
             if level >= _CRITICAL and self._evictable:
                 victims = sorted(self._evictable, key=_eviction_order)
@@ -594,7 +611,7 @@ class Ledger:
         if self._limit is None or nbytes <= 0:
             return False
         return (
-            self._unmanaged_recent + self._used + nbytes > self._high_line
+            self._unmanaged_recent + self._used + self._others + nbytes > self._high_line
             and self._clock() - self._sampled_at > STALE_AFTER
         )
 
@@ -612,7 +629,35 @@ class Ledger:
         self._after(granted, evicted)
         return evicted
 
+    @property
+    def others(self) -> int:
+        """Other processes' reserved bytes as last read (0 without a shared table)."""
+        return self._others
+
+    def close_shared(self) -> None:
+        """Give up this process' slot in the shared table (idempotent); stop sharing."""
+        with self._lock:
+            table, self._shared = self._shared, None
+            self._others = 0
+            self._set_ceiling()
+        if table is not None:
+            table.close()  # the lock stays a _SharedLock; a closed table makes it a plain one
+
     # -------------------------------------------------------------- private
+
+    def _set_ceiling(self) -> None:
+        """Recompute the ceiling: the capacity, lowered to the measured room (if sampled)."""
+        if self._limit is None:
+            self._ceiling = self._capacity
+        else:
+            room = self._critical_line - self._unmanaged_recent - self._others
+            self._ceiling = min(self._capacity, room)
+
+    def _saw_others(self, others: int) -> None:
+        # Called by _SharedLock right after it takes the cross-process lock.
+        if others != self._others:
+            self._others = others
+            self._set_ceiling()
 
     def _check_new(self, request: Request) -> None:
         if request._state:
@@ -706,6 +751,7 @@ class Ledger:
             self.unmanaged,
             self._limit,
             self._evictable_bytes,
+            self._others,
         )
 
     def _record(self, now: float) -> None:
@@ -794,6 +840,49 @@ class Ledger:
             request._wake()
         if evicted and self._on_evicted is not None:
             self._on_evicted(evicted)
+
+
+class _SharedLock:
+    """The ledger's lock plus the shared table's: decisions see every process' grants."""
+
+    __slots__ = ("_ledger", "_lock", "_table")
+
+    def __init__(self, table: ReservationTable, ledger: Ledger) -> None:
+        self._lock = threading.Lock()
+        self._table = table
+        self._ledger = ledger
+
+    def acquire(self) -> bool:
+        self._lock.acquire()
+        table = self._table
+        if table.closed:
+            return True
+        try:
+            table.lock()
+        except BaseException:
+            self._lock.release()
+            raise
+        self._ledger._saw_others(table.others)
+        return True
+
+    def release(self) -> None:
+        table = self._table
+        try:
+            if not table.closed:
+                table.unlock(self._ledger._used)
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
 
 
 def _eviction_order(request: Request) -> tuple[int, int]:

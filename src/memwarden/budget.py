@@ -48,6 +48,7 @@ from . import _backend
 from ._grants import HistoryRow, Ledger, Request
 from ._native import malloc_trim
 from ._rss import process_rss
+from ._shared import ReservationTable
 from ._validate import check_int, check_timeout
 from .errors import AllocationTimeoutError, MemoryOptimizationError
 
@@ -84,6 +85,8 @@ class MemoryStats:
     sample's limit and ``headroom`` the bytes grantable now under the measured
     rule; without one the last three are None. ``evictable`` is the part of
     ``managed`` held by evictable reservations (in a Warden: the caches).
+    ``others_reserved`` is what the other processes sharing this budget's
+    reservation table (workers of the same container) have reserved.
     """
 
     total_allocated: int
@@ -104,6 +107,7 @@ class MemoryStats:
     unmanaged: int | None = None
     limit: int | None = None
     evictable: int = 0
+    others_reserved: int = 0
 
     @classmethod
     def _from_row(cls, row: HistoryRow) -> MemoryStats:
@@ -126,6 +130,7 @@ class MemoryStats:
             unmanaged=row.unmanaged,
             limit=row.limit,
             evictable=row.evictable,
+            others_reserved=row.others,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,7 +194,9 @@ class MemoryManager:
     CRITICAL level evicts evictable allocations); ``history`` bounds the stats
     history (0 disables it) and ``clock`` stamps it (tests pass a ManualClock);
     ``fast_acquire=True`` makes an acquire that fits at once skip its
-    checkpoint; ``gc_controller`` is used by :meth:`optimize`. Timeouts follow
+    checkpoint; ``gc_controller`` is used by :meth:`optimize`; ``shared`` (a
+    reservation table of the memory cgroup, which a Warden opens itself) makes
+    the other processes' reserved bytes count here too. Timeouts follow
     the event loop's clock. Raises ``TypeError``/``ValueError`` naming the
     argument for bad input, and what the probe raises when the monitor has no
     sample yet and taking one fails.
@@ -210,6 +217,7 @@ class MemoryManager:
         fast_acquire: bool = False,
         config: WardenConfig | None = None,
         gc_controller: GCController | None = None,
+        shared: ReservationTable | None = None,
     ) -> None:
         if config is not None:
             from .config import WardenConfig
@@ -247,8 +255,17 @@ class MemoryManager:
                 capacity = _default_capacity(config)
         else:
             check_int("capacity", capacity, minimum=1)
+        if shared is not None and not isinstance(shared, ReservationTable):
+            raise TypeError(
+                f"shared must be a ReservationTable, got {type(shared).__name__} {shared!r}"
+            )
         self._ledger = Ledger(
-            capacity, clock=clock, history=history, on_evicted=self._evicted, owner=self
+            capacity,
+            clock=clock,
+            history=history,
+            on_evicted=self._evicted,
+            owner=self,
+            shared=shared,
         )
         self._fast_acquire = fast_acquire
         self._gc_controller = gc_controller
@@ -529,6 +546,7 @@ class MemoryManager:
         if detach is not None:
             detach()
             self._ledger.forget_samples()
+        self._ledger.close_shared()
 
     # ---------------------------------------------------- seed 000 surface
 

@@ -175,6 +175,9 @@ class WardenConfig:
     (a level, its label such as ``"high"``, or its number 1..3)."""
     monitor_min_dwell: float = 1.0
     """Seconds a level must stay below its line (minus hysteresis) before the monitor leaves it."""
+    share_reservations: bool = True
+    """Under a memory cgroup, share reserved bytes with the other processes governing it
+    (workers of one container), so none grants room another has already granted."""
     allocator_tuning: bool = True
     """On glibc, fix the mmap and trim thresholds and trim after large releases."""
     allocator_mmap_threshold: int = 1 * MiB
@@ -266,7 +269,8 @@ class WardenConfig:
         for name in ("aggressive_gc", "gc_optimization_enabled", "expire_sessions_on_critical",
                      "monitor_use_psi", "profiling_enabled", "sessions_use_budget",
                      "enable_proactive_gc", "enable_request_rejection",
-                     "enable_background_monitoring", "allocator_tuning"):  # fmt: skip
+                     "enable_background_monitoring", "allocator_tuning",
+                     "share_reservations"):  # fmt: skip
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "must be a bool")
         levels = ("medium_threshold", "high_threshold", "critical_threshold")

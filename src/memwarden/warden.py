@@ -36,6 +36,7 @@ from typing import Any, TypeVar, cast
 import anyio
 
 from ._native import Trimmer, tune_allocator
+from ._shared import open_for_cgroup
 from ._validate import check_int
 from .budget import MemoryManager
 from .cache import CacheManager
@@ -123,8 +124,15 @@ class Warden:
         self.shed_level: PressureLevel = config.shed_level
         self.gc = GCController(cast(Aggressiveness, config.effective_gc_aggressiveness))
         # capacity None: the measured room at the first sample (limit x critical - unmanaged).
+        shared = None
+        if config.share_reservations:
+            shared = open_for_cgroup(getattr(self.monitor.probe, "cgroup_path", None))
         self.manager = MemoryManager(
-            config.capacity, monitor=self.monitor, clock=clock, gc_controller=self.gc
+            config.capacity,
+            monitor=self.monitor,
+            clock=clock,
+            gc_controller=self.gc,
+            shared=shared,
         )
         if sessions_use_budget is None:
             sessions_use_budget = config.sessions_use_budget
