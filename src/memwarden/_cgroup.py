@@ -174,19 +174,27 @@ def _levels(version: CgroupVersion, top: str, relative: str) -> tuple[CgroupLeve
     return tuple(levels)
 
 
-def locate(root: str = "/", pid: str = "self") -> CgroupLocation | None:
+def locate(
+    root: str = "/", pid: str = "self", *, mounts_of: str | None = None
+) -> CgroupLocation | None:
     """Find the memory cgroup of ``pid`` under ``root``; ``None`` if there is none.
 
     A v1 memory controller wins over the unified hierarchy (hybrid systems
     keep memory on v1). Levels start at the deepest directory that has a
     usage file (``memory.current`` exists only where the memory controller is
     enabled); ``None`` when no level has one.
+
+    ``mounts_of`` names the process whose ``mountinfo`` says where the
+    hierarchies are mounted (default: ``pid`` itself). To read another
+    process' cgroup from here, pass ``mounts_of="self"``: the kernel shows
+    ``/proc/<pid>/cgroup`` relative to the reader's cgroup namespace, and only
+    the reader's own mounts are paths the reader can open.
     """
     proc = read_small(join_root(root, f"/proc/{pid}/cgroup"))
     if proc is None:
         return None
     v1_path, v2_path = parse_proc_cgroup(proc)
-    mountinfo = read_small(join_root(root, f"/proc/{pid}/mountinfo"))
+    mountinfo = read_small(join_root(root, f"/proc/{mounts_of or pid}/mountinfo"))
     mounts = parse_mountinfo(mountinfo) if mountinfo is not None else []
 
     if v1_path is not None:
@@ -228,6 +236,51 @@ def _choose(
             pressure = candidate if os.path.exists(candidate) else None
         return CgroupLocation(version, cgroup_path, levels, pressure)
     return None
+
+
+@dataclass(frozen=True)
+class CgroupLimit:
+    """The memory limit that binds a process, and where it was found."""
+
+    limit: int
+    directory: str
+    version: CgroupVersion
+
+
+def process_limit(pid: int | str, *, root: str = "/", ram: int | None = None) -> CgroupLimit | None:
+    """The lowest memory limit on process ``pid``'s cgroup path; ``None`` without one.
+
+    The same rule as ``SystemProbe`` applies to this process: every level from
+    the process' own cgroup up to the mount root is read (``memory.max`` on
+    v2, ``memory.limit_in_bytes`` on v1, where ``hierarchical_memory_limit``
+    in the leaf's ``memory.stat`` also reveals ancestors above the mount
+    root), and a limit at or above ``ram`` (when given) counts as none.
+    Unreadable levels are skipped; text that is not a limit raises
+    :class:`CgroupFormatError`.
+    """
+    location = locate(root, str(pid), mounts_of="self")
+    if location is None:
+        return None
+    best: CgroupLimit | None = None
+    for level in location.levels:
+        data = read_small(level.limit_path)
+        if data is None:
+            continue
+        limit = parse_limit(data, level.limit_path)
+        if limit is None or (ram is not None and limit >= ram):
+            continue
+        if best is None or limit < best.limit:
+            best = CgroupLimit(limit, level.directory, location.version)
+    if location.version == 1:
+        stat = read_small(location.levels[0].stat_path)
+        hierarchical = stat_value(stat, b"hierarchical_memory_limit") if stat else None
+        if (
+            hierarchical is not None
+            and (ram is None or hierarchical < ram)
+            and (best is None or hierarchical < best.limit)
+        ):
+            best = CgroupLimit(hierarchical, location.levels[0].directory, 1)
+    return best
 
 
 def parse_int(data: bytes, what: str) -> int:
