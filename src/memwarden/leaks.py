@@ -397,10 +397,13 @@ class LeakReport:
     """What was fitted: ``"raw"`` samples or sawtooth ``"troughs"`` (empty if nothing)."""
     window_samples: int = 0
     """How many recent samples the verdict rests on."""
+    judged: bool = True
+    """False when the history was too short to judge: not a leak, but no all-clear either."""
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-able dict of every field."""
         return {
+            "judged": self.judged,
             "is_leak": self.is_leak,
             "score": self.score,
             "trend": self.trend,
@@ -456,17 +459,43 @@ class LeakDetector:
         raw_fit = _theil_sen(_thin(recent, _MAX_FIT_POINTS))
         trend = _trend_of(raw_fit, recent, 0.05)
         if n < self.min_samples:
-            return LeakReport(False, 0.0, trend, raw_fit.slope, n, "fewer samples than min_samples")
+            return LeakReport(
+                False,
+                0.0,
+                trend,
+                raw_fit.slope,
+                n,
+                "fewer samples than min_samples",
+                judged=False,
+            )
         needed = min(_MIN_SPAN, self.window)
         ev = _evidence(recent, raw_fit)
         if ev is None:
             return LeakReport(
-                False, 0.0, trend, raw_fit.slope, n, "too few floor points", "", len(recent)
+                False,
+                0.0,
+                trend,
+                raw_fit.slope,
+                n,
+                "too few floor points",
+                "",
+                len(recent),
+                judged=False,
             )
         if len(recent) < needed:
-            is_leak, reason = False, f"fewer than {needed} samples to judge a leak"
-        else:
-            is_leak, reason = _judge(ev, self.growth_threshold)
+            fit = ev.fit
+            return LeakReport(
+                False,
+                0.0,
+                trend,
+                fit.slope,
+                n,
+                f"fewer than {needed} samples to judge a leak",
+                ev.kind,
+                ev.span,
+                judged=False,
+            )
+        is_leak, reason = _judge(ev, self.growth_threshold)
         if not is_leak and reason.startswith("growth accelerating") and len(recent) >= 2 * needed:
             half = _evidence(recent[len(recent) // 2 :])
             if half is not None and _judge(half, self.growth_threshold)[0]:
