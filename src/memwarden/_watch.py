@@ -1,54 +1,197 @@
-"""``memwarden watch``: follow one process' memory and judge its trend.
+"""``memwarden watch``: follow one process' memory and judge whether it leaks.
 
 Samples the process (RSS, children included) with a ``PressureMonitor`` over a
-``ProcessProbe``, prints one line per sample and each pressure change, and
-ends with ``LeakDetector``'s verdict on the whole history.
+``ProcessProbe``, prints progress and each pressure change, and ends with
+``LeakDetector``'s verdict on the whole run: leak suspected, no leak, or not
+enough data to judge.
+
+Sampling starts fast and slows down as the run gets longer: every
+``first_interval`` seconds at first; whenever ``HELD`` samples are held, every
+other one is dropped and the spacing doubles (never beyond ``interval``). The
+history always covers the whole run with ``HELD / 2`` to ``HELD`` evenly spaced
+samples, so a run of a few seconds is judged as well as a run of a day.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import anyio
+import anyio.abc
 import psutil
 
-from .leaks import LeakDetector
+from . import _cgroup
+from .leaks import LeakDetector, LeakReport
 from .pressure import PressureMonitor
 from .probes import ProcessProbe
 from .units import format_size, parse_size
 
 __all__: list[str] = []
 
+EXIT_NO_LEAK = 0
+EXIT_LEAK = 1
+EXIT_USAGE = 2
+EXIT_NOT_ENOUGH_DATA = 3
+EXIT_CANNOT_RUN = 126
+EXIT_NOT_FOUND = 127
+
+VERDICTS = {
+    "no leak": EXIT_NO_LEAK,
+    "leak suspected": EXIT_LEAK,
+    "not enough data": EXIT_NOT_ENOUGH_DATA,
+}
+"""Each verdict and the exit status ``memwarden watch`` ends with."""
+
+FIRST_INTERVAL = 0.05
+"""Seconds between the first samples."""
+HELD = 240
+"""Samples held for the verdict: when full, every other one goes and the spacing doubles."""
+MIN_SAMPLES = 40
+"""Samples a verdict needs (leak or not); fewer are "not enough data"."""
+PROGRESS_EVERY = 1.0
+"""Seconds between progress lines, however fast the sampling."""
+
+
+class CommandNotFound(Exception):
+    """The command to watch does not exist (exit 127, as a shell does)."""
+
+
+class CommandNotRunnable(Exception):
+    """The command exists but cannot be run, e.g. no execute permission (exit 126)."""
+
+
+class _Thinned:
+    """A time-ordered history that halves its resolution instead of growing past ``held``."""
+
+    def __init__(self, first_interval: float, held: int = HELD) -> None:
+        self.points: list[tuple[float, float]] = []
+        self.spacing = first_interval
+        self._held = held
+
+    def offer(self, t: float, value: float) -> None:
+        """Keep ``(t, value)`` if it is at least one spacing after the last kept sample."""
+        if self.points and t - self.points[-1][0] < 0.999 * self.spacing:
+            return
+        self.points.append((t, value))
+        if len(self.points) >= self._held:
+            self.points = self.points[::2]
+            self.spacing *= 2
+
+
+def _limit_of(pid: int | None, limit: int | None, root: str = "/") -> tuple[int | None, str]:
+    """The limit to measure against, and where it came from in words.
+
+    ``limit`` (``--limit``) wins. For ``--pid`` the target's own cgroup is read
+    through ``/proc/PID/cgroup``, as ``SystemProbe`` reads this process' own;
+    ``None`` leaves ``ProcessProbe`` to use this process' limit (a command the
+    watch starts shares its cgroup).
+    """
+    if limit is not None:
+        return limit, "--limit"
+    if pid is None:
+        return None, "this machine or container"
+    ram = int(psutil.virtual_memory().total)
+    try:
+        found = _cgroup.process_limit(pid, root=root, ram=ram)
+    except _cgroup.CgroupFormatError as exc:
+        return ram, f"RAM (the cgroup of pid {pid} could not be read: {exc})"
+    if found is None:
+        return ram, "RAM (no cgroup limit)"
+    return found.limit, f"cgroup v{found.version} {found.directory}"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def describe_size(nbytes: int) -> str:
+    """A size in both unit systems, e.g. ``"1,000,000,000 bytes (1.0 GB, 953.7 MiB)"``."""
+    return f"{nbytes:,} bytes ({format_size(nbytes, decimal=True)}, {format_size(nbytes)})"
+
+
+def verdict_of(report: LeakReport) -> str:
+    """``"leak suspected"``, ``"no leak"`` or ``"not enough data"`` for a report."""
+    if report.is_leak:
+        return "leak suspected"
+    return "no leak" if report.judged else "not enough data"
+
+
+def explain(report: LeakReport, verdict: str) -> str:
+    """One line where the verdict, trend and score agree, or say why they differ."""
+    growth = f"{format_size(report.growth_rate)}/s"
+    if verdict == "not enough data":
+        return (
+            f"not enough data to judge: {report.reason} (trend so far {report.trend}, "
+            f"{_count(report.samples, 'sample')}); watch a longer run"
+        )
+    head = "LEAK suspected" if verdict == "leak suspected" else "no leak detected"
+    line = (
+        f"{head}: {report.reason}; floor growth {growth}, trend {report.trend}, "
+        f"score {report.score:.2f} over {_count(report.samples, 'sample')}"
+    )
+    if verdict == "leak suspected" and report.trend != "increasing":
+        line += " (the floor rises steadily, though little against the level of memory)"
+    elif verdict == "no leak" and report.trend == "increasing":
+        line += " (memory rose, but not as a leak does: see the reason)"
+    elif verdict == "no leak" and report.score > 0:
+        line += " (the score is the evidence so far, below a leak's)"
+    return line
+
 
 async def watch(
     *,
     pid: int | None,
     command: list[str],
-    interval: float,
-    limit: int | None,
-    duration: float | None,
-    quiet: bool,
-    emit: object = print,
+    interval: float = 1.0,
+    limit: int | None = None,
+    duration: float | None = None,
+    quiet: bool = False,
+    emit: Callable[[str], object] = print,
+    first_interval: float = FIRST_INTERVAL,
+    command_stdout: int | TextIO | None = None,
+    cgroup_root: str = "/",
 ) -> dict[str, object]:
     """Watch a pid or a command until it exits (or ``duration``); return a summary dict.
 
-    A command the watch started is terminated when the watch ends first.
+    Samples every ``first_interval`` seconds at first, slowing down as the run
+    gets longer (never beyond ``interval``). A command the watch started is
+    terminated when the watch ends first. With ``pid`` and no ``limit`` the
+    limit is that of the process' own cgroup (``/proc/PID/cgroup`` read under
+    ``cgroup_root``). Raises :class:`CommandNotFound` or
+    :class:`CommandNotRunnable` when ``command`` cannot be started.
     """
-    say = emit if callable(emit) else print
     process: anyio.abc.Process | None = None
     if command:
-        process = await anyio.open_process(command, stdin=None, stdout=None, stderr=None)
+        try:
+            process = await anyio.open_process(
+                command, stdin=None, stdout=command_stdout, stderr=None
+            )
+        except FileNotFoundError as exc:
+            raise CommandNotFound(command[0]) from exc
+        except PermissionError as exc:
+            raise CommandNotRunnable(command[0]) from exc
         pid = process.pid
     assert pid is not None
-    probe = ProcessProbe(pid, limit=limit, include_children=True)
+    chosen, limit_source = _limit_of(None if command else pid, limit, cgroup_root)
+    probe = ProcessProbe(pid, limit=chosen, include_children=True)
     monitor = PressureMonitor(probe, interval=interval)
-    history: list[tuple[float, float]] = []
+    history = _Thinned(min(first_interval, interval))
     started = time.monotonic()
+    first_t: float | None = None
     peak = 0
-    say(f"watching pid {pid} against {format_size(probe.limit)} every {interval:g} s")
+    taken = 0
+    last_progress = -math.inf
+    emit(
+        f"watching pid {pid} against {describe_size(probe.limit)} from {limit_source}; "
+        f"sampling every {history.spacing:g} s at first, slowing to every {interval:g} s"
+    )
 
     def alive() -> bool:
         if process is not None:
@@ -67,36 +210,47 @@ async def watch(
                 sample = monitor.sample_now()
             except (psutil.NoSuchProcess, ProcessLookupError, FileNotFoundError, ValueError):
                 break
-            elapsed = sample.timestamp - history[0][0] if history else 0.0
-            history.append((sample.timestamp, float(sample.used)))
+            taken += 1
+            if first_t is None:
+                first_t = sample.timestamp
+            elapsed = sample.timestamp - first_t
+            history.offer(sample.timestamp, float(sample.used))
             peak = max(peak, sample.used)
             if monitor.level != previous:
-                say(f"[{elapsed:7.1f}s] pressure {previous} -> {monitor.level}")
-            if not quiet:
-                say(
+                emit(f"[{elapsed:7.1f}s] pressure {previous} -> {monitor.level}")
+            if not quiet and elapsed - last_progress >= PROGRESS_EVERY:
+                last_progress = elapsed
+                emit(
                     f"[{elapsed:7.1f}s] rss {format_size(sample.used):>10}  "
                     f"{sample.fraction:6.1%} of limit  level {monitor.level}"
                 )
-            await anyio.sleep(interval)
+            await anyio.sleep(min(history.spacing, interval))
     finally:
+        probe.close()
         if process is not None:
             with anyio.CancelScope(shield=True):
                 await _end(process)
-    report = LeakDetector(min_samples=min(10, max(len(history), 3))).analyze(history)
+    points = history.points
+    detector = LeakDetector(min_samples=MIN_SAMPLES, window=HELD)
+    report = detector.analyze(points)
+    verdict = verdict_of(report)
     summary: dict[str, object] = {
+        "verdict": verdict,
+        "exit_code": VERDICTS[verdict],
         "pid": pid,
-        "samples": len(history),
+        "command": command or None,
+        "returncode": process.returncode if process is not None else None,
         "seconds": round(time.monotonic() - started, 3),
+        "samples": taken,
+        "samples_judged": len(points),
+        "sample_spacing": history.spacing,
         "peak_rss": peak,
+        "limit": probe.limit,
+        "limit_source": limit_source,
         "final_level": monitor.level.label,
         "leak": report.to_dict(),
-        "returncode": process.returncode if process is not None else None,
     }
-    verdict = "LEAK suspected" if report.is_leak else "no leak detected"
-    say(
-        f"{verdict}: trend {report.trend}, growth {report.growth_rate / 1024:.1f} KiB/s, "
-        f"score {report.score:.2f} over {report.samples} samples; peak rss {format_size(peak)}"
-    )
+    emit(f"{explain(report, verdict)}; peak rss {format_size(peak)}")
     return summary
 
 
@@ -111,40 +265,137 @@ async def _end(process: anyio.abc.Process) -> None:
     await process.wait()
 
 
+_DESCRIPTION = """\
+Follow one process' memory (its resident set, children included) and judge
+whether it leaks. Give a process id with --pid, or a command after --; a
+command is started, watched until it exits, and ended if the watch stops
+first (--duration).
+
+Sampling starts every 0.05 s and slows down as the run gets longer (never
+beyond --interval), so a run of a few seconds gets a verdict too.
+
+Sizes: Ki Mi Gi Ti (and KiB MiB GiB TiB) are powers of 1024; K M G T (and
+KB MB GB TB) are powers of 1000; a bare lower-case m is refused as ambiguous.
+"""
+
+_EPILOG = """\
+exit status:
+  0    no leak detected
+  1    leak suspected
+  2    usage error
+  3    not enough data to judge (the run was too short)
+  126  the command cannot be run
+  127  command not found
+
+The watched command's own exit status is "returncode" in the --json output.
+With --json, stdout holds the JSON alone: progress lines, and the watched
+command's own output, go to stderr.
+"""
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memwarden watch",
+        usage="memwarden watch [options] (--pid PID | -- CMD ...)",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--pid", type=int, help="process to watch (default: none; give -- CMD)")
+    parser.add_argument(
+        "--interval",
+        type=_positive,
+        default=1.0,
+        help="longest time between samples, in seconds (default: 1.0)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=_size,
+        help="limit to compare against, e.g. 2Gi or 2G (default: the cgroup limit of the "
+        "watched process, else RAM)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_positive,
+        help="stop after this many seconds (default: when the process exits)",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only pressure changes and the verdict (default: off)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as JSON on stdout, progress on stderr (default: off)",
+    )
+    return parser
+
+
+def _stderr_fd() -> int | None:
+    """The descriptor of stderr, for the watched command's output under --json."""
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return subprocess.DEVNULL
+
+
 def main(args: list[str] | None = None) -> int:
-    """Entry point of ``memwarden watch``."""
+    """Entry point of ``memwarden watch``; returns the exit status (see ``--help``)."""
     argv = list(sys.argv[2:] if args is None else args)
     command: list[str] = []
     if "--" in argv:
         split = argv.index("--")
         argv, command = argv[:split], argv[split + 1 :]
-    parser = argparse.ArgumentParser(
-        prog="memwarden watch", usage="memwarden watch [options] (--pid PID | -- CMD ...)"
-    )
-    parser.add_argument("--pid", type=int, help="process to watch")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
-    parser.add_argument("--limit", type=parse_size, help="limit to compare against, e.g. 2GiB")
-    parser.add_argument("--duration", type=float, help="stop after this many seconds")
-    parser.add_argument("--quiet", action="store_true", help="print only changes and the verdict")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON at the end")
+    parser = _parser()
     ns = parser.parse_args(argv)
     if (ns.pid is None) == (not command):
         parser.error("give exactly one of --pid PID or -- CMD ...")
-    if not ns.interval > 0:
-        parser.error(f"--interval must be > 0, got {ns.interval}")
-    if ns.pid is not None and not psutil.pid_exists(ns.pid):
+    if ns.pid is not None and (ns.pid <= 0 or not psutil.pid_exists(ns.pid)):
         parser.error(f"--pid {ns.pid}: no such process")
-    summary = anyio.run(
-        lambda: watch(
-            pid=ns.pid,
-            command=command,
-            interval=ns.interval,
-            limit=ns.limit,
-            duration=ns.duration,
-            quiet=ns.quiet,
-        )
-    )
+    progress: TextIO = sys.stderr if ns.json else sys.stdout
+
+    def emit(line: str) -> None:
+        print(line, file=progress, flush=True)
+
+    kwargs: dict[str, Any] = {
+        "pid": ns.pid,
+        "command": command,
+        "interval": ns.interval,
+        "limit": ns.limit,
+        "duration": ns.duration,
+        "quiet": ns.quiet,
+        "emit": emit,
+        "first_interval": min(FIRST_INTERVAL, ns.interval),
+        "command_stdout": _stderr_fd() if ns.json else None,
+    }
+    try:
+        summary = anyio.run(lambda: watch(**kwargs))
+    except CommandNotFound as exc:
+        print(f"memwarden: command not found: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except CommandNotRunnable as exc:
+        print(f"memwarden: permission denied: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     if ns.json:
         print(json.dumps(summary, indent=2))
-    code = summary.get("returncode")
-    return code if isinstance(code, int) else 0
+    code = summary["exit_code"]
+    assert isinstance(code, int)
+    return code
