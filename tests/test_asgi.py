@@ -354,6 +354,58 @@ def test_sheds_are_counted_on_the_warden_across_middlewares(backend: str) -> Non
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_the_handler_hands_part_of_its_reservation_to_a_session(backend: str) -> None:
+    probe = StaticProbe(used=100, limit=10 * LIMIT)
+    config = WardenConfig(capacity=LIMIT, session_budget_timeout=0.5)
+    app = FastAPI(lifespan=lifespan(config, probe=probe))
+    kept: list[int] = []
+
+    @app.get("/work")
+    async def work(request: Request) -> dict[str, int]:
+        warden = request.app.state.warden
+        reservation = request.state.memwarden_reservation
+        assert reservation.nbytes == 800
+        # The budget is full: only the reservation can pay for the result now.
+        manager = warden.manager
+        hog = manager.try_acquire(manager.capacity - manager.current_usage)
+        session = await warden.sessions.get_or_create("user", charge_from=reservation)
+        await warden.sessions.update_session(
+            session.session_id, charge_from=reservation, result=b"r" * 200
+        )
+        kept.append(warden.sessions.stats().budget_bytes)
+        warden.manager.release(hog)
+        return {"left": reservation.nbytes}
+
+    app.add_middleware(MemoryGuardMiddleware, cost={"/work": 800})
+    with TestClient(app, backend=backend) as client:
+        response = client.get("/work")
+        assert response.status_code == 200
+        warden = app.state.warden
+        charged = warden.sessions.stats().budget_bytes
+        assert charged == kept[0] >= 200
+        assert response.json()["left"] == 800 - charged
+        assert warden.manager.current_usage == charged  # the rest went back with the request
+
+
+def test_request_rejection_off_never_sheds_by_pressure() -> None:
+    probe = StaticProbe(used=100, limit=10 * LIMIT)
+    config = WardenConfig(capacity=LIMIT, enable_request_rejection=False)
+    app = FastAPI(lifespan=lifespan(config, probe=probe))
+
+    @app.get("/work")
+    async def work() -> dict[str, bool]:
+        return {"ok": True}
+
+    app.add_middleware(MemoryGuardMiddleware)
+    with TestClient(app) as client:
+        probe.set(used=int(9.9 * LIMIT), limit=10 * LIMIT)
+        app.state.warden.monitor.sample_now()
+        assert not app.state.warden.ready
+        assert client.get("/work").status_code == 200
+        assert app.state.warden.shed_counts() == {}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_reserve_dependency_holds_bytes_for_the_request(backend: str) -> None:
     probe = StaticProbe(used=100, limit=10 * LIMIT)
     app = FastAPI(lifespan=lifespan(_config(), probe=probe))

@@ -359,3 +359,40 @@ async def test_timed_out_waiter_held_by_the_measured_rule_leaves_nothing(
     for _ in range(3):
         _sample(clock, probe, monitor, used=0)
     assert manager.try_acquire(100, key="k") is not None
+
+
+# ------------------------------------------------------------------------ split
+
+
+def test_split_moves_bytes_into_a_new_allocation_without_changing_the_total() -> None:
+    manager = MemoryManager(100)
+    source = manager.try_acquire(60, evictable=True, priority=10)
+    assert source is not None
+    part = manager.split(source, 20, key="result", priority=75)
+    assert part is not None and part.nbytes == 20 and part.key == "result"
+    assert part.priority == 75 and not part.evictable
+    assert source.nbytes == 40 and manager.current_usage == 60
+    assert manager.get_stats().evictable == 40
+    assert manager.split(source, 41) is None and source.nbytes == 40
+    source.release()
+    assert manager.current_usage == 20 and manager.split(source, 1) is None
+    part.release()
+    assert manager.current_usage == 0 and manager.get_stats().evictable == 0
+
+
+def test_split_refuses_bad_input_naming_it_and_changes_nothing() -> None:
+    manager = MemoryManager(100)
+    source = manager.try_acquire(60, key="held")
+    assert source is not None
+    for args, kwargs, error, name in (
+        ((source, -1), {}, ValueError, "nbytes"),
+        ((source, 1.5), {}, TypeError, "nbytes"),
+        ((source, 1), {"key": "held"}, ValueError, "held"),
+        ((source, 1), {"priority": "high"}, TypeError, "priority"),
+        (("held", 1), {}, TypeError, "allocation"),
+        ((MemoryManager(100).try_acquire(5), 1), {}, ValueError, "another MemoryManager"),
+    ):
+        with pytest.raises(error, match=name):
+            manager.split(*args, **kwargs)
+    assert source.nbytes == 60 and manager.current_usage == 60
+    assert manager.get_stats().allocations == 1

@@ -982,3 +982,58 @@ async def test_operations_are_checkpoints(clock: ManualClock) -> None:
             await call()
             # asyncio runs ready tasks in order: the other task ran while the call yielded.
             assert ran == ["other"]
+
+
+# -- charging from a held reservation -------------------------------------------------------
+
+
+@on_both
+async def test_charge_from_moves_bytes_from_a_held_reservation_without_waiting(
+    clock: ManualClock,
+) -> None:
+    budget = budget_of(100)
+    manager = make(clock, budget=budget, budget_timeout=0)
+    request = budget.try_acquire(90, key="request")
+    assert request is not None
+    # The budget is full: without charge_from these would time out at once.
+    sid = await manager.create_session(charge_from=request, a=10)
+    await manager.update_session(sid, charge_from=request, a=30)
+    snapshot = await manager.get_or_create("user", charge_from=request, b=5)
+    assert request.nbytes == 90 - 30 - 5 and budget.current_usage == 90
+    assert_budget_holds_only(budget, manager, request.nbytes)
+    request.release()
+    assert budget.current_usage == 35 == manager.stats().budget_bytes
+    assert snapshot.data == {"b": 5}
+
+
+@on_both
+async def test_charge_from_too_small_or_released_waits_as_usual(clock: ManualClock) -> None:
+    budget = budget_of(100)
+    manager = make(clock, budget=budget, budget_timeout=0)
+    request = budget.try_acquire(95, key="request")
+    assert request is not None
+    with pytest.raises(AllocationTimeoutError):
+        await manager.create_session(charge_from=request, a=96)
+    assert request.nbytes == 95
+    request.release()
+    sid = await manager.create_session(charge_from=request, a=20)  # a plain grant now
+    assert_budget_holds_only(budget, manager)
+    assert manager.get_session(sid) is not None
+
+
+@on_both
+async def test_charge_from_refuses_what_is_not_an_allocation_of_its_budget(
+    clock: ManualClock,
+) -> None:
+    budget = budget_of(100)
+    manager = make(clock, budget=budget)
+    with pytest.raises(TypeError, match="charge_from"):
+        await manager.create_session(charge_from="request", a=1)
+    foreign = budget_of(100).try_acquire(50)
+    with pytest.raises(ValueError, match="charge_from"):
+        await manager.create_session(charge_from=foreign, a=1)
+    unbudgeted = make(clock)
+    with pytest.raises(ValueError, match="charge_from"):
+        await unbudgeted.create_session(charge_from=budget.try_acquire(1), a=1)
+    assert manager.stats().sessions == 0
+    assert_budget_holds_only(budget, manager, 1)

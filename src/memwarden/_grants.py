@@ -525,6 +525,27 @@ class Ledger:
         self._after(granted, [*evicted, *more])
         return True
 
+    def split(self, source: Request, target: Request) -> bool:
+        """Move ``target.nbytes`` of a LIVE ``source`` into the PENDING ``target``, granting it.
+
+        Nothing waits and the reserved total does not change, so no rule is
+        consulted beyond the target's key and size. False (nothing changed)
+        when ``source`` is not held or holds fewer bytes. Raises like
+        :meth:`try_grant` for the target (key held, size over capacity, not
+        PENDING).
+        """
+        with self._lock:
+            self._check_new(target)
+            nbytes = target._nbytes
+            if source._state != LIVE or source._nbytes < nbytes:
+                return False
+            source._nbytes -= nbytes
+            if source._evictable:
+                self._evictable_bytes -= nbytes
+            self._used -= nbytes
+            self._grant(target)
+        return True
+
     # ------------------------------------------------------ measured, evict
 
     def observe(

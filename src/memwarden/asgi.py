@@ -134,7 +134,10 @@ class MemoryGuardMiddleware:
     ``warden`` (or ``manager``/``monitor``) is found at request time, in this
     order: ``warden``, then ``manager``/``monitor``, then
     ``scope["state"]["warden"]`` (set by :func:`lifespan`), then
-    ``scope["app"].state.warden``; finding none raises ``RuntimeError``.
+    ``scope["app"].state.warden``; finding none raises ``RuntimeError``. A
+    Warden whose config sets ``enable_request_rejection=False`` is never shed
+    for by pressure (reservations, 413 and timeouts still apply) unless
+    ``shed_at`` is given.
 
     ``cost`` maps an exact path to the bytes a request to it reserves, or is a
     callable ``cost(scope) -> int | None``; ``priority(scope) -> int`` gives
@@ -145,7 +148,11 @@ class MemoryGuardMiddleware:
     (default ``max(1, ceil(min_dwell))`` of the monitor). Paths in ``exempt``
     (exact, or a prefix when they end in ``/``) pass untouched; ``exempt`` and
     ``cost`` paths are matched relative to ``root_path``. Only ``http``
-    requests are governed; ``lifespan`` and ``websocket`` pass through.
+    requests are governed; ``lifespan`` and ``websocket`` pass through. While
+    a request runs, its reservation is ``scope["state"]["memwarden_reservation"]``
+    (``request.state.memwarden_reservation``), so the handler can hand part of
+    it to what keeps its result (``sessions.update_session(...,
+    charge_from=...)``, :meth:`MemoryManager.split`).
 
     Raises ``TypeError``/``ValueError`` naming the argument for bad input.
     """
@@ -204,7 +211,7 @@ class MemoryGuardMiddleware:
 
     def _targets(
         self, scope: Scope
-    ) -> tuple[Any, MemoryManager | None, PressureMonitor | None, PressureLevel]:
+    ) -> tuple[Any, MemoryManager | None, PressureMonitor | None, PressureLevel | None]:
         warden = self._warden
         if warden is None and self._manager is None and self._monitor is None:
             warden = _find_warden(scope)
@@ -214,6 +221,9 @@ class MemoryGuardMiddleware:
                     "or start one with memwarden.asgi.lifespan (app.state.warden)"
                 )
         if warden is not None:
+            config = getattr(warden, "config", None)
+            if not getattr(config, "enable_request_rejection", True):
+                return warden, warden.manager, warden.monitor, None
             level = getattr(warden, "shed_level", PressureLevel.CRITICAL)
             return warden, warden.manager, warden.monitor, PressureLevel(level)
         return None, self._manager, self._monitor, PressureLevel.CRITICAL
@@ -278,7 +288,7 @@ class MemoryGuardMiddleware:
             self._requests += 1
         if self._shed_at is not None:
             shed_level = self._shed_at
-        if monitor is not None and monitor.level >= shed_level:
+        if monitor is not None and shed_level is not None and monitor.level >= shed_level:
             await self._refuse(
                 send,
                 warden,
@@ -327,6 +337,13 @@ class MemoryGuardMiddleware:
             await self._refuse(send, warden, 413, "too_large", str(exc), None)
             return
         self._enter(nbytes)
+        # The handler may hand part of it on (MemoryManager.split, or a session's
+        # charge_from): request.state.memwarden_reservation in Starlette/FastAPI.
+        state = scope.get("state")
+        if isinstance(state, dict):
+            state["memwarden_reservation"] = allocation
+        else:
+            scope["state"] = {"memwarden_reservation": allocation}
         try:
             # The app returns once it has sent the last body chunk (streaming
             # included) or the client has gone: only then is the memory free.

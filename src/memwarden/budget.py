@@ -454,6 +454,36 @@ class MemoryManager:
             f"{type(allocation_or_key).__name__} {allocation_or_key!r}"
         )
 
+    def split(
+        self,
+        allocation: Allocation,
+        nbytes: int,
+        *,
+        key: str | None = None,
+        priority: int = Priority.NORMAL,
+        evictable: bool = False,
+        on_evict: Callable[[Allocation], object] | None = None,
+    ) -> Allocation | None:
+        """Move ``nbytes`` of a held allocation into a new one, at once, without waiting.
+
+        The reserved total does not change, so this never waits and never
+        fails for lack of room: a request that reserved its result's bytes up
+        front can hand them to whatever keeps the result (a session, a cache).
+        Returns the new Allocation, or None (nothing changed) when
+        ``allocation`` is no longer held or holds fewer than ``nbytes``.
+        Raises ``TypeError``/``ValueError`` naming the argument for a bad size,
+        key or priority, ``ValueError`` for a key already held or an allocation
+        of another manager. Thread-safe.
+        """
+        if not isinstance(allocation, Allocation):
+            raise TypeError(
+                f"allocation must be an Allocation, got {type(allocation).__name__} {allocation!r}"
+            )
+        if allocation._owner is not self._ledger:
+            raise ValueError(f"allocation={allocation!r} belongs to another MemoryManager")
+        target = self._request(nbytes, key, priority, None, evictable, on_evict)
+        return target if self._ledger.split(allocation, target) else None
+
     def resize(self, allocation: Allocation, nbytes: int) -> bool:
         """Make a held allocation hold ``nbytes``; return whether it does now.
 

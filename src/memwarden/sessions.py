@@ -78,6 +78,16 @@ class _Budget(Protocol):
 
     def release(self, allocation_or_key: Any) -> bool: ...
 
+    def split(
+        self,
+        allocation: Any,
+        nbytes: int,
+        *,
+        key: str | None = ...,
+        priority: int = ...,
+        evictable: bool = ...,
+    ) -> Any: ...
+
 
 @dataclass
 class SessionData:
@@ -270,17 +280,21 @@ class SessionManager:
 
     # -- public API -------------------------------------------------------------------------
 
-    async def create_session(self, **data: Any) -> str:
+    async def create_session(self, *, charge_from: Any = None, **data: Any) -> str:
         """Create a session holding ``data`` and return its id (192 random bits).
 
         Raises :class:`SessionMemoryError` if ``data`` measures more than
         ``max_session_bytes``. With a budget, waits for the bytes; a
         cancellation or budget timeout there creates nothing and holds nothing.
+        ``charge_from`` (an :class:`~memwarden.budget.Allocation` of the same
+        budget, such as the request's reservation) pays for the bytes when it
+        holds enough, without waiting (see :meth:`MemoryManager.split`).
         """
+        source = self._source(charge_from)
         await anyio.lowlevel.checkpoint()
-        return (await self._create(data)).session_id
+        return (await self._create(data, source)).session_id
 
-    async def get_or_create(self, key: str, **data: Any) -> SessionData:
+    async def get_or_create(self, key: str, *, charge_from: Any = None, **data: Any) -> SessionData:
         """Return a snapshot of the session named by the user ``key``, creating it if needed.
 
         Like ``dict.setdefault``: ``data`` is stored only when the session is
@@ -296,10 +310,12 @@ class SessionManager:
         ended or expires, reachable by id). A key is forgotten when its session
         ends or expires, so the next call creates a new session.
 
-        Raises ``TypeError``/``ValueError`` naming ``key`` for a non-str or
-        empty key, and what :meth:`create_session` raises.
+        ``charge_from`` is :meth:`create_session`'s. Raises
+        ``TypeError``/``ValueError`` naming ``key`` for a non-str or empty key,
+        and what :meth:`create_session` raises.
         """
         check_name("key", key)
+        source = self._source(charge_from)
         await anyio.lowlevel.checkpoint()
         table = self._table
         while True:
@@ -316,14 +332,16 @@ class SessionManager:
                 break
             await creator.wait()
         try:
-            entry = await self._create(data)
+            entry = await self._create(data, source)
             table.bind_key(key, entry)  # no await since add(): the key names a live session
         finally:
             table.settle_key(key, token)
             token.set()
         return self._snapshot(entry)
 
-    async def update_session(self, session_id: str, **data: Any) -> None:
+    async def update_session(
+        self, session_id: str, *, charge_from: Any = None, **data: Any
+    ) -> None:
         """Merge ``data`` into the session's data, re-measure it and account the change.
 
         Raises :class:`SessionNotFoundError` for an unknown, ended or expired
@@ -331,9 +349,12 @@ class SessionManager:
         the limit) when the merged data would exceed ``max_session_bytes``;
         the old data is then left intact. With a budget, growth waits for the
         extra bytes: a cancellation or timeout leaves the old data and the old
-        charge intact. Concurrent updates of one session run one at a time.
+        charge intact. ``charge_from`` pays for growth from a held allocation
+        without waiting, as for :meth:`create_session`. Concurrent updates of
+        one session run one at a time.
         """
         _check_id(session_id)
+        source = self._source(charge_from)
         await anyio.lowlevel.checkpoint()
         entry = self._live(session_id)
         if entry is None:
@@ -356,7 +377,7 @@ class SessionManager:
                         f"the session keeps its previous {entry.nbytes} bytes"
                     )
                 if self._budget is not None:
-                    await self._charge(entry, nbytes)
+                    await self._charge(entry, nbytes, source)
                 self._table.resize(entry, merged, nbytes)
         finally:
             self._table.unpin(entry, self._clock())
@@ -456,7 +477,22 @@ class SessionManager:
 
     # -- internals --------------------------------------------------------------------------
 
-    async def _create(self, data: dict[str, Any]) -> _Entry:
+    def _source(self, charge_from: Any) -> Any:
+        """Check ``charge_from``: None, or an Allocation of this manager's budget."""
+        if charge_from is None:
+            return None
+        from .budget import Allocation
+
+        if not isinstance(charge_from, Allocation):
+            raise TypeError(
+                "charge_from must be an Allocation or None, got "
+                f"{type(charge_from).__name__} {charge_from!r}"
+            )
+        if self._budget is None:
+            raise ValueError(f"charge_from={charge_from!r} given, but sessions have no budget")
+        return charge_from
+
+    async def _create(self, data: dict[str, Any], source: Any = None) -> _Entry:
         """Measure ``data``, wait for its budget bytes and add the session; raise adding none."""
         nbytes = self._measure(data)
         if nbytes > self._max_bytes:
@@ -471,7 +507,7 @@ class SessionManager:
         entry = _Entry(session_id, data, nbytes, self._clock())
         if self._budget is not None:
             # No await between the grant and add(): the grant cannot be lost.
-            entry.allocations.append(await self._acquire(entry, nbytes))
+            entry.allocations.append(await self._acquire(entry, nbytes, source))
             entry.created_at = entry.last_access = self._clock()
         self._table.add(entry)
         return entry
@@ -521,8 +557,21 @@ class SessionManager:
         self._key_counter += 1
         return f"session:{entry.session_id[:8]}:{self._key_counter}"
 
-    async def _acquire(self, entry: _Entry, nbytes: int) -> Any:
+    async def _acquire(self, entry: _Entry, nbytes: int, source: Any = None) -> Any:
         assert self._budget is not None
+        if source is not None:
+            try:
+                grant = self._budget.split(
+                    source,
+                    nbytes,
+                    key=self._key(entry),
+                    priority=self._budget_priority,
+                    evictable=False,
+                )
+            except ValueError as exc:  # an allocation of another budget
+                raise ValueError(f"charge_from: {exc}") from None
+            if grant is not None:
+                return grant
         return await self._budget.acquire(
             nbytes,
             key=self._key(entry),
@@ -531,13 +580,13 @@ class SessionManager:
             evictable=False,
         )
 
-    async def _charge(self, entry: _Entry, nbytes: int) -> None:
+    async def _charge(self, entry: _Entry, nbytes: int, source: Any = None) -> None:
         """Make the budget charge for ``entry`` cover ``nbytes``; raise leaving it unchanged."""
         budget = self._budget
         assert budget is not None
         accounted = entry.accounted
         if nbytes > accounted:
-            grant = await self._acquire(entry, nbytes - accounted)
+            grant = await self._acquire(entry, nbytes - accounted, source)
             if entry.ended:  # ended while we waited: the new bytes are not needed
                 budget.release(grant)
                 raise SessionNotFoundError(f"session {_label(entry.session_id)} ended")
