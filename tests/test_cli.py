@@ -28,6 +28,14 @@ def test_usage_and_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert "'frobnicate'" in capsys.readouterr().err
 
 
+def test_usage_names_every_command_in_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "``" not in out
+    for command in ("demo", "serve", "info", "watch", "--version"):
+        assert command in out
+
+
 async def test_demo_runs_every_job_within_the_budget() -> None:
     lines: list[str] = []
     report = await run_demo(jobs=24, budget=24 * MiB, concurrency=8, job_timeout=30.0, out=lines)
@@ -41,8 +49,9 @@ async def test_demo_runs_every_job_within_the_budget() -> None:
 
 def test_demo_command_prints_a_json_report(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--jobs", "6", "--budget", "16MiB", "--concurrency", "3", "--json"]) == 0
-    out = capsys.readouterr().out
-    report = json.loads(out[out.index("{") :])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # stdout holds the JSON alone
+    assert captured.err.startswith("memwarden demo: 6 jobs")
     assert report["completed"] == 6
     assert report["peak_reserved"] <= 16 * MiB
 

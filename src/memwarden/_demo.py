@@ -10,11 +10,16 @@ when they need room.
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import mmap
 import random
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
@@ -24,6 +29,9 @@ from .errors import AllocationTimeoutError
 from .pressure import PressureLevel, PressureMonitor, PressureThresholds
 from .probes import MemorySample, ProcessProbe
 from .units import MiB, format_size
+
+if TYPE_CHECKING:
+    from .warden import Warden
 
 __all__: list[str] = []
 
@@ -91,13 +99,18 @@ async def run_demo(
     interval: float = 0.02,
     job_timeout: float = 10.0,
     out: list[str] | None = None,
+    file: TextIO | None = None,
 ) -> DemoReport:
-    """Run the demo and return its report; lines are printed (or appended to ``out``)."""
+    """Run the demo and return its report.
+
+    Progress lines are appended to ``out`` when given, else printed to ``file``
+    (default: stdout).
+    """
     rng = random.Random(seed)
 
     def emit(line: str) -> None:
         if out is None:
-            print(line, flush=True)
+            print(line, file=sys.stdout if file is None else file, flush=True)
         else:
             out.append(line)
 
@@ -207,18 +220,182 @@ async def run_demo(
     return report
 
 
-def main(args: list[str] | None = None) -> int:
-    """Entry point of ``memwarden demo``."""
-    import argparse
+# -- memwarden demo --serve ------------------------------------------------------------
 
+# One wave of load every this many seconds: the chart rises into HIGH and falls back.
+_WAVE_SECONDS = 40.0
+
+
+async def run_service(
+    *,
+    budget: int,
+    concurrency: int,
+    seed: int,
+    serve: Callable[[Warden], Awaitable[None]],
+    emit: Callable[[str], None] | None = None,
+) -> None:
+    """Run the demo workload as a Warden-governed service until cancelled.
+
+    ``serve`` is an async callable taking the Warden; it serves the HTTP app and
+    returns when the server stops, which ends the workload. ``emit`` (a
+    callable taking one line) reports level changes. Jobs come in waves, so
+    the dashboard shows memory rising into HIGH and falling back; a cache, a
+    pool and sessions give its panels something to show.
+    """
+    from .config import WardenConfig
+    from .warden import Warden
+
+    rng = random.Random(seed)
+    unit = max(budget // 32, _PAGE)
+    probe = _WorkingSetProbe(process_rss() or 0, budget + budget // 10)
+    config = WardenConfig(
+        capacity=budget,
+        medium_threshold=0.5,
+        high_threshold=0.8,
+        critical_threshold=0.97,
+        monitor_interval=0.25,
+        monitor_history=600,
+        monitor_use_psi=False,
+    )
+    limiter = anyio.CapacityLimiter(concurrency)
+    started = time.perf_counter()
+    async with Warden(config, probe=probe) as warden:
+        manager = warden.manager
+        thumbnails: Any = warden.caches.create_lru_cache(
+            "thumbnails", max_bytes=max(budget // 8, _PAGE)
+        )
+        connections = warden.create_pool("connections", object, max_size=8)
+
+        async def job(index: int) -> None:
+            async with limiter:
+                nbytes = rng.randint(1, 6) * unit
+                urgent = rng.random() < 0.15
+                priority = Priority.HIGH if urgent else Priority.NORMAL
+                try:
+                    allocation = await manager.acquire(nbytes, priority=priority, timeout=5.0)
+                except AllocationTimeoutError:
+                    return
+                buffer = mmap.mmap(-1, nbytes)
+                buffer[::_PAGE] = b"\x01" * len(range(0, nbytes, _PAGE))
+                try:
+                    async with connections.acquire(timeout=5.0):
+                        await anyio.sleep(rng.uniform(0.2, 1.2))
+                    thumbnails[f"thumb-{index % 97}"] = bytes(rng.randint(1, 64) * 1024)
+                finally:
+                    buffer.close()
+                    allocation.release()
+
+        async def visitors() -> None:
+            # A few sessions come and go, so the sessions panel moves.
+            live: list[str] = []
+            while True:
+                live.append(await warden.sessions.create_session(cart=bytes(32 * 1024)))
+                if len(live) > 6:
+                    await warden.sessions.end_session(live.pop(0))
+                await anyio.sleep(2.0)
+
+        async def load() -> None:
+            index = 0
+            async with anyio.create_task_group() as jobs:
+                while True:
+                    phase = (time.perf_counter() - started) / _WAVE_SECONDS
+                    intensity = 0.5 - 0.5 * math.cos(2 * math.pi * phase)
+                    for _ in range(round(intensity * 4)):
+                        jobs.start_soon(job, index)
+                        index += 1
+                    await anyio.sleep(0.1)
+
+        async def report_levels() -> None:
+            async with warden.subscribe(include_current=False) as events:
+                async for event in events:
+                    if emit is not None:
+                        emit(
+                            f"[{time.perf_counter() - started:7.1f}s] pressure "
+                            f"{event.previous} -> {event.level}"
+                        )
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(load)
+                tg.start_soon(visitors)
+                tg.start_soon(report_levels)
+                await serve(warden)
+                tg.cancel_scope.cancel()
+        finally:
+            probe.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``memwarden demo`` argument parser."""
+    from .cli import command_parser
     from .units import parse_size
 
-    parser = argparse.ArgumentParser(prog="memwarden demo", description=__doc__)
-    parser.add_argument("--jobs", type=int, default=120, help="number of jobs (default 120)")
-    parser.add_argument("--budget", type=parse_size, default=192 * MiB, help="e.g. 192MiB")
-    parser.add_argument("--concurrency", type=int, default=40, help="jobs in flight at once")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser = command_parser("memwarden demo", _DESCRIPTION)
+    parser.add_argument(
+        "--jobs", type=int, default=120, help="number of jobs in a single run (default: 120)"
+    )
+    parser.add_argument(
+        "--budget",
+        type=parse_size,
+        default=192 * MiB,
+        help="the jobs' budget, e.g. 192MiB or 200MB (default: 192MiB)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=40, help="jobs in flight at once (default: 40)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as JSON on stdout; progress goes to stderr (default: text)",
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="run continuously, serving the API and live dashboard, until Ctrl-C "
+        "(default: one run of --jobs jobs)",
+    )
+    from ._serve import DEFAULT_HOST, DEFAULT_PORT
+
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"with --serve: address to listen on (default: {DEFAULT_HOST})",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"with --serve: TCP port, 0 for any free port (default: {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="with --serve: bearer token the API requires "
+        "(default: MEMWARDEN_API_TOKEN, or none on a loopback host)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="with --serve: allow a non-loopback host without a token (default: refused)",
+    )
+    return parser
+
+
+_DESCRIPTION = """An async service whose jobs reserve memory from a budget. Jobs really allocate
+what they reserve, so the process' memory follows the budget; a pressure
+monitor watches their working set against a limit a little above the budget
+and prints each level change. Low-priority warm-cache reservations are
+evictable: urgent jobs evict them when they need room. Ends with a report.
+
+With --serve the jobs come in waves, forever, under a Warden whose HTTP API
+and live dashboard are served until Ctrl-C.
+"""
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``memwarden demo``."""
+    parser = build_parser()
     ns = parser.parse_args(args)
     if ns.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {ns.jobs}")
@@ -226,8 +403,17 @@ def main(args: list[str] | None = None) -> int:
         parser.error(f"--concurrency must be >= 1, got {ns.concurrency}")
     if ns.budget < 32 * _PAGE:
         parser.error(f"--budget must be at least {32 * _PAGE} bytes, got {ns.budget}")
+    if ns.serve:
+        return _main_serve(parser, ns)
+    progress = sys.stderr if ns.json else sys.stdout
     report = anyio.run(
-        lambda: run_demo(jobs=ns.jobs, budget=ns.budget, concurrency=ns.concurrency, seed=ns.seed)
+        lambda: run_demo(
+            jobs=ns.jobs,
+            budget=ns.budget,
+            concurrency=ns.concurrency,
+            seed=ns.seed,
+            file=progress,
+        )
     )
     if ns.json:
         print(json.dumps(asdict(report), indent=2))
@@ -235,4 +421,52 @@ def main(args: list[str] | None = None) -> int:
         print("\nreport")
         for line in report.lines():
             print("  " + line)
+    return 0
+
+
+def _main_serve(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+    import os
+
+    from ._serve import UsageError, bind, check_exposure, serve_app
+
+    if ns.json:
+        parser.error("--json gives a report at the end of a run; --serve runs until Ctrl-C")
+    if not 0 <= ns.port <= 65535:
+        parser.error(f"--port must be between 0 and 65535, got {ns.port}")
+    token = ns.token if ns.token is not None else os.environ.get("MEMWARDEN_API_TOKEN")
+    if token is not None and not token.strip():
+        parser.error("the token is empty (--token or MEMWARDEN_API_TOKEN)")
+    try:
+        check_exposure(ns.host, token, ns.insecure)
+    except UsageError as exc:
+        parser.error(str(exc))
+    try:
+        sock = bind(ns.host, ns.port)
+    except OSError as exc:
+        print(f"memwarden demo: cannot listen on {ns.host}:{ns.port}: {exc}", file=sys.stderr)
+        return 1
+
+    def announce(url: str) -> None:
+        print(f"memwarden demo: dashboard on {url} (Ctrl-C to stop)", file=sys.stderr)
+        print(url, flush=True)
+
+    def emit(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    async def serve(warden: Warden) -> None:
+        from .http import create_app
+
+        await serve_app(create_app(warden, token=token), sock, announce=announce)
+
+    with sock:
+        anyio.run(
+            lambda: run_service(
+                budget=ns.budget,
+                concurrency=ns.concurrency,
+                seed=ns.seed,
+                serve=serve,
+                emit=emit,
+            )
+        )
+    print("memwarden demo: stopped", file=sys.stderr)
     return 0
