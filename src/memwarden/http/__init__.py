@@ -12,5 +12,6 @@ Importing this module imports starlette; ``import memwarden`` does not.
 from __future__ import annotations
 
 from ._app import create_app
+from ._events import EventStreams
 
-__all__ = ["create_app"]
+__all__ = ["EventStreams", "create_app"]

@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 from .._envelope import error_body, success_body
 from .._validate import check_float, check_int
 from ..warden import Warden
+from ._events import EventStreams
 from ._gate import ApiError, Gate
 
 __all__ = ["MAX_BODY", "create_app"]
@@ -396,6 +397,8 @@ def create_app(
     metrics_auth: bool = True,
     post_burst: int = 3,
     post_interval: float = 5.0,
+    ping_interval: float = 15.0,
+    event_buffer: int = 16,
     clock: Callable[[], float] = time.monotonic,
 ) -> Starlette:
     """The HTTP API, metrics and dashboard over ``warden``, as a Starlette application.
@@ -409,6 +412,13 @@ def create_app(
     then one every ``post_interval`` seconds (by ``clock``), answering 429
     with ``Retry-After`` beyond that.
 
+    The event stream (``/api/memory/events``) sends a ``: ping`` after
+    ``ping_interval`` quiet seconds and buffers at most ``event_buffer``
+    events per client (the oldest are dropped for a slow one). The app's
+    ``state.events`` (:class:`~memwarden.http.EventStreams`) ends
+    every open stream with ``close()``: call it from the server's shutdown
+    hook, since uvicorn waits for open responses before shutting down.
+
     Raises ``TypeError``/``ValueError`` naming the argument for bad input
     (a bad token is described, never shown).
     """
@@ -421,13 +431,20 @@ def create_app(
         )
     check_int("post_burst", post_burst, minimum=1)
     check_float("post_interval", post_interval, positive=True)
+    check_float("ping_interval", ping_interval, positive=True)
+    check_int("event_buffer", event_buffer, minimum=1)
     if not callable(clock):
         raise TypeError(f"clock must be callable, got {type(clock).__name__} {clock!r}")
 
     from ._dashboard import dashboard_routes
 
     api = _Api(warden)
-    routes = [*api.routes(), *dashboard_routes()]
+    events = EventStreams(warden, ping_interval=float(ping_interval), buffer=event_buffer)
+    routes = [
+        *api.routes(),
+        Route("/api/memory/events", events, methods=["GET"]),
+        *dashboard_routes(),
+    ]
 
     def public(path: str) -> bool:
         if path in ("/", "/healthz", "/readyz") or path.startswith("/static/"):
@@ -455,4 +472,5 @@ def create_app(
         },
     )
     app.state.warden = warden
+    app.state.events = events
     return app
