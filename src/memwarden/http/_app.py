@@ -30,6 +30,7 @@ from .._validate import check_float, check_int
 from ..warden import Warden
 from ._events import EventStreams
 from ._gate import ApiError, Gate
+from ._metrics import MetricsExporter
 
 __all__ = ["MAX_BODY", "create_app"]
 
@@ -168,6 +169,7 @@ class _Api:
 
     def __init__(self, warden: Warden) -> None:
         self.warden = warden
+        self.exporter = MetricsExporter(warden)
 
     # health
 
@@ -319,6 +321,11 @@ class _Api:
             {"series": series, "leaks": leaking, "total_leaks": len(leaking), "watched": len(kinds)}
         )
 
+    async def metrics(self, request: Request) -> Response:
+        _query(request)
+        body, content_type = self.exporter.render(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
+
     def routes(self) -> list[BaseRoute]:
         get = ["GET", "HEAD"]
         memory = "/api/packages/memory"
@@ -340,6 +347,7 @@ class _Api:
             Route("/api/supervisor", self.supervisor, methods=get),
             Route("/api/gc", self.gc, methods=get),
             Route("/api/leaks", self.leaks, methods=get),
+            Route("/metrics", self.metrics, methods=get),
         ]
 
 
@@ -473,4 +481,5 @@ def create_app(
     )
     app.state.warden = warden
     app.state.events = events
+    app.state.metrics = api.exporter
     return app
