@@ -24,7 +24,7 @@ __all__: list[str] = []
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
-# Open event streams never end by themselves; this bounds how long a stop waits for them.
+# Bounds how long a stop waits for responses still open (streams are closed first).
 _GRACE_SECONDS = 1
 
 _DESCRIPTION = """\
@@ -122,8 +122,11 @@ async def serve_app(
 ) -> None:
     """Serve the ASGI ``app`` with uvicorn on the listening ``sock`` until SIGINT or SIGTERM.
 
-    ``announce`` is called with the URL once the socket listens. A second signal
-    stops at once, without waiting for requests in flight.
+    ``announce`` is called with the URL once the socket listens. On the first
+    signal the app's open event streams end (``app.state.events.close()``, as
+    :func:`memwarden.http.create_app` provides), so uvicorn's graceful shutdown
+    does not wait for them; a second signal stops at once, without waiting for
+    requests in flight.
     """
     import uvicorn
 
@@ -137,12 +140,17 @@ async def serve_app(
     )
     server = _server_class()(config)
 
+    streams = getattr(getattr(app, "state", None), "events", None)
+    close_streams = getattr(streams, "close", None)
+
     async def stop_on_signals() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
                 if server.should_exit:
                     server.force_exit = True
                 server.should_exit = True
+                if callable(close_streams):
+                    close_streams()
 
     if announce is not None:
         announce(format_url(host, port))
