@@ -31,6 +31,7 @@ from ..warden import Warden
 from ._events import EventStreams
 from ._gate import ApiError, Gate
 from ._metrics import MetricsExporter
+from ._openapi import openapi_document
 
 __all__ = ["MAX_BODY", "create_app"]
 
@@ -158,6 +159,9 @@ async def _body_object(
 
 
 def _generation(value: Any) -> int:
+    # JSON does not tell 2 from 2.0: an integral number is an integer (as JSON Schema says).
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     return check_int("generation", value, minimum=0, maximum=2)
 
 
@@ -167,9 +171,10 @@ def _generation(value: Any) -> int:
 class _Api:
     """The route handlers over one Warden."""
 
-    def __init__(self, warden: Warden) -> None:
+    def __init__(self, warden: Warden, *, metrics_auth: bool) -> None:
         self.warden = warden
         self.exporter = MetricsExporter(warden)
+        self.metrics_auth = metrics_auth
 
     # health
 
@@ -326,6 +331,13 @@ class _Api:
         body, content_type = self.exporter.render(request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
+    async def openapi(self, request: Request) -> Response:
+        _query(request)
+        document = openapi_document(
+            root_path=str(request.scope.get("root_path", "")), metrics_auth=self.metrics_auth
+        )
+        return Response(json.dumps(document).encode(), media_type="application/json")
+
     def routes(self) -> list[BaseRoute]:
         get = ["GET", "HEAD"]
         memory = "/api/packages/memory"
@@ -348,6 +360,7 @@ class _Api:
             Route("/api/gc", self.gc, methods=get),
             Route("/api/leaks", self.leaks, methods=get),
             Route("/metrics", self.metrics, methods=get),
+            Route("/api/openapi.json", self.openapi, methods=get),
         ]
 
 
@@ -446,7 +459,7 @@ def create_app(
 
     from ._dashboard import dashboard_routes
 
-    api = _Api(warden)
+    api = _Api(warden, metrics_auth=metrics_auth)
     events = EventStreams(warden, ping_interval=float(ping_interval), buffer=event_buffer)
     routes = [
         *api.routes(),
