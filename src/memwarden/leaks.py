@@ -84,6 +84,10 @@ _STEP_RATIO = 0.9
 """A floor that one level shift explains this much better than a line is a step."""
 _PACE = 0.6
 """Each half of the window, and the window before, must keep at least this share of pace."""
+_LEVELS_PACE = 0.5
+"""Inside the best three flat levels a leak keeps at least this share of its pace."""
+_MIN_LEVELS_POINTS = 12
+"""Floor points the three-level check needs (three levels of at least three points, and room)."""
 _Z_HALF = 1.0
 """Noise allowance, in standard errors, when a half rises faster than the other."""
 
@@ -192,14 +196,13 @@ def _theil_sen(points: list[tuple[float, float]]) -> _Fit:
     return _Fit(slope, intercept, sigma, _spread(ts), tau, m)
 
 
-def _troughs(points: list[tuple[float, float]]) -> list[tuple[float, float]] | None:
-    """The lowest point of each sawtooth cycle, or None when there is no sawtooth.
+def _drops(points: list[tuple[float, float]]) -> list[int] | None:
+    """Indices of the first sample after each sawtooth drop; None when there is no sawtooth.
 
     A cycle ends at a *drop*: a fall far below the typical step between
     samples (more than ``_DROP_Z`` robust deviations under the median step), as
     a garbage collection or a cache purge makes. Two drops or more make a
-    sawtooth. The partial cycle before the first drop counts only if it is
-    nearly as long as a typical cycle: otherwise its lowest point is mid-ramp.
+    sawtooth.
     """
     ys = [p[1] for p in points]
     diffs = [b - a for a, b in itertools.pairwise(ys)]
@@ -209,17 +212,137 @@ def _troughs(points: list[tuple[float, float]]) -> list[tuple[float, float]] | N
     spread = _MAD_TO_SIGMA * _median([abs(d - middle) for d in diffs])
     cut = middle - _DROP_Z * spread
     drops = [i + 1 for i, d in enumerate(diffs) if d < cut and d < 0]
-    if len(drops) < 2:
+    return drops if len(drops) >= 2 else None
+
+
+def _troughs(points: list[tuple[float, float]]) -> list[list[tuple[float, float]]] | None:
+    """The floor of each sawtooth cycle, at the moment of its drop; None without a sawtooth.
+
+    A cycle's lowest *sample* is a poor floor: it comes up to one sampling
+    interval after the drop, so it sits above the true floor by up to the
+    ramp's rise in that time (amplitude / period per second of sampling),
+    and when the period is close to a whole number of samples that offset
+    drifts slowly from cycle to cycle, which looks like growth or decline.
+    Instead:
+
+    1. the ramp slope is fitted once over every cycle's samples (one
+       intercept per cycle, one common slope);
+    2. each drop happened between the last sample before it and the first
+       after. When the drops fit a regular period, every period and phase
+       that fits all those intervals at once places the drops (a vernier:
+       many cycles with varied offsets pin the period closely; cycles that
+       all fall alike on the sample grid leave it loose). Otherwise the
+       middle of each interval is used;
+    3. a cycle's floor is its ramp line, through the mean of its samples,
+       at its drop time.
+
+    Returns one floor per alignment still possible: the shortest and the
+    longest period that fit (the floor's slope is monotonic between them),
+    or the mid-interval floors of an irregular sawtooth. The partial cycle
+    before the first drop has no drop to anchor it and is left out.
+    """
+    drops = _drops(points)
+    if drops is None:
         return None
     bounds = [0, *drops, len(points)]
-    lengths = [b - a for a, b in itertools.pairwise(drops)]
-    typical = _median([float(n) for n in lengths]) if lengths else float(drops[0])
+    cycles = [points[a:b] for a, b in itertools.pairwise(bounds)]
+    slope = _ramp_slope(cycles)
+    means = [
+        (math.fsum(p[0] for p in c) / len(c), math.fsum(p[1] for p in c) / len(c)) if c else None
+        for c in cycles
+    ]
+    step = _median([b[0] - a[0] for a, b in itertools.pairwise(points)])
     out = []
-    for k, (start, end) in enumerate(itertools.pairwise(bounds)):
-        if end <= start or (k == 0 and end - start < 0.8 * typical):
+    for times, period in _drop_times(points, drops):
+        # The partial cycle before the first drop counts when the drop before it
+        # (one period earlier) falls at most one sample before the history starts.
+        before = times[0] - period
+        first = before if means[0] is not None and points[0][0] - before <= step else None
+        floor = []
+        for at, mean in zip([first, *times], means, strict=True):
+            if at is not None and mean is not None:
+                floor.append((at, mean[1] + slope * (at - mean[0])))
+        out.append(floor)
+    return out
+
+
+def _ramp_slope(cycles: list[list[tuple[float, float]]]) -> float:
+    """The common slope of every cycle's ramp: least squares with one intercept per cycle."""
+    sxy = sxx = 0.0
+    for cycle in cycles:
+        if len(cycle) < 2:
             continue
-        low = min(range(start, end), key=ys.__getitem__)
-        out.append(points[low])
+        t_mean = math.fsum(p[0] for p in cycle) / len(cycle)
+        y_mean = math.fsum(p[1] for p in cycle) / len(cycle)
+        for t, y in cycle:
+            sxy += (t - t_mean) * (y - y_mean)
+            sxx += (t - t_mean) ** 2
+    return sxy / sxx if sxx > 0 else 0.0
+
+
+_VERNIER_STEPS = 50
+"""Bisection steps for the periods that fit: far below a microsecond of period."""
+
+
+def _drop_times(
+    points: list[tuple[float, float]], drops: list[int]
+) -> list[tuple[list[float], float]]:
+    """When each drop happened, and the period, for each regular period that fits.
+
+    When none fits, the middle of each interval and the median spacing.
+    """
+    lows = [points[k - 1][0] for k in drops]
+    highs = [points[k][0] for k in drops]
+    middles = [(lo + hi) / 2.0 for lo, hi in zip(lows, highs, strict=True)]
+    spacing = _median([b - a for a, b in itertools.pairwise(middles)])
+    if spacing <= 0:
+        return [(middles, spacing)]
+    # Cycle numbers, counted gap by gap: a gap of two periods is a drop not seen.
+    counts = [0]
+    for a, b in itertools.pairwise(middles):
+        counts.append(counts[-1] + round((b - a) / spacing))
+    if len(set(counts)) != len(counts):
+        return [(middles, spacing)]
+
+    # Drop j happened at d0 + counts[j] * period, inside (lows[j], highs[j]]. For a
+    # given period the phases every interval allows form one range; its width (the
+    # slack) is concave in the period: positive exactly for the periods that fit.
+    def slack(period: float) -> tuple[float, float]:
+        lo = max(a - n * period for a, n in zip(lows, counts, strict=True))
+        hi = min(b - n * period for b, n in zip(highs, counts, strict=True))
+        return hi - lo, (lo + hi) / 2.0
+
+    # Least squares through the middles is within half an interval per cycle count
+    # of every period that fits; the search covers twice that.
+    n_mean = sum(counts) / len(counts)
+    m_mean = sum(middles) / len(middles)
+    sxx = sum((n - n_mean) ** 2 for n in counts)
+    center = sum((n - n_mean) * (m - m_mean) for n, m in zip(counts, middles, strict=True)) / sxx
+    width = 2.0 * max(hi - lo for lo, hi in zip(lows, highs, strict=True)) / counts[-1]
+    left, right = center - width, center + width
+    for _ in range(_VERNIER_STEPS):
+        third = (right - left) / 3.0
+        if slack(left + third)[0] < slack(right - third)[0]:
+            left += third
+        else:
+            right -= third
+    best = (left + right) / 2.0
+    if slack(best)[0] <= 0:
+        return [(middles, spacing)]  # no regular period fits: drops at irregular times
+    ends = []
+    for outside in (center - width, center + width):
+        inside = best
+        for _ in range(_VERNIER_STEPS):
+            middle = (inside + outside) / 2.0
+            if slack(middle)[0] > 0:
+                inside = middle
+            else:
+                outside = middle
+        ends.append(inside)
+    out = []
+    for period in ends:
+        phase = slack(period)[1]
+        out.append(([phase + n * period for n in counts], period))
     return out
 
 
@@ -255,6 +378,51 @@ def _step_ratio(points: list[tuple[float, float]]) -> float:
     if sse_line <= 0:
         return math.inf if best > 0 else 1.0
     return best / sse_line
+
+
+def _within_levels(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Slope left once the best fit of three flat levels (two steps) is taken out, and its SE.
+
+    A staircase of a step or two rises overall, and a single-step fit misses
+    the second step, but within its levels it is flat; a leak keeps rising
+    inside every level. Levels hold at least three points; the slope is
+    pooled over the levels (one intercept each) and its standard error uses
+    the robust scale of the residuals.
+    """
+    m = len(points)
+    ys = [p[1] for p in points]
+    y_mean = sum(ys) / m
+    sums = [0.0]
+    squares = [0.0]
+    for y in ys:
+        sums.append(sums[-1] + (y - y_mean))
+        squares.append(squares[-1] + (y - y_mean) ** 2)
+
+    def sse(a: int, b: int) -> float:
+        total = sums[b] - sums[a]
+        return squares[b] - squares[a] - total * total / (b - a)
+
+    best, cuts = math.inf, (m, m)
+    for i in range(3, m - 5):
+        left = sse(0, i)
+        for j in range(i + 3, m - 2):
+            value = left + sse(i, j) + sse(j, m)
+            if value < best:
+                best, cuts = value, (i, j)
+    levels = [points[: cuts[0]], points[cuts[0] : cuts[1]], points[cuts[1] :]]
+    slope = _ramp_slope([level for level in levels if level])
+    residuals = []
+    sxx = 0.0
+    for level in levels:
+        if not level:
+            continue
+        t_mean = sum(p[0] for p in level) / len(level)
+        y_level = sum(p[1] for p in level) / len(level)
+        for t, y in level:
+            residuals.append(y - y_level - slope * (t - t_mean))
+            sxx += (t - t_mean) ** 2
+    sigma = _MAD_TO_SIGMA * _median([abs(r) for r in residuals])
+    return slope, (sigma / math.sqrt(sxx) if sxx > 0 else math.inf)
 
 
 def _covers(floor: list[tuple[float, float]], segment: list[tuple[float, float]]) -> bool:
@@ -319,15 +487,24 @@ def _evidence(
     limit: int = _MAX_FIT_POINTS,
 ) -> _Evidence | None:
     """The floor of ``segment`` (its troughs if it is a sawtooth) and its fit."""
-    troughs = _troughs(segment)
-    if troughs is None:
+    floors = _troughs(segment)
+    if floors is None:
         floor, kind = _thin(segment, limit), "raw"
-    else:
-        floor, kind = _thin(troughs, limit), "troughs"
-    if len(floor) < _MIN_FLOOR_POINTS or not _covers(floor, segment):
-        return None
-    fit = raw_fit if raw_fit is not None and kind == "raw" else _theil_sen(floor)
-    return _Evidence(segment, floor, kind, fit)
+        if len(floor) < _MIN_FLOOR_POINTS or not _covers(floor, segment):
+            return None
+        fit = raw_fit if raw_fit is not None else _theil_sen(floor)
+        return _Evidence(segment, floor, kind, fit)
+    # Every alignment of the drops the samples allow is fitted; the evidence is
+    # the one with the slowest growth, so aliasing never passes for a leak.
+    best: _Evidence | None = None
+    for candidate in floors:
+        floor = _thin(candidate, limit)
+        if len(floor) < _MIN_FLOOR_POINTS or not _covers(floor, segment):
+            return None
+        fit = _theil_sen(floor)
+        if best is None or fit.slope < best.fit.slope:
+            best = _Evidence(segment, floor, "troughs", fit)
+    return best
 
 
 def _judge(ev: _Evidence, threshold: float) -> tuple[bool, str]:
@@ -343,16 +520,21 @@ def _judge(ev: _Evidence, threshold: float) -> tuple[bool, str]:
     if _step_ratio(ev.floor) < _STEP_RATIO:
         return False, "growth is a level shift (a step), not a steady rise"
     first, second = ev.halves()
-    if first.slope <= 0 or second.slope <= 0:
-        return False, "growth not sustained: one half of the window does not rise"
-    if steady:
-        return True, "sustained rise of the memory floor"
+    if second.slope <= 0:
+        return False, "growth not sustained: the later half of the window does not rise"
+    if first.slope <= 0:
+        # Judged again on the recent half alone, as any acceleration is.
+        return False, "growth accelerating: the earlier half of the window does not rise"
     if second.slope < _PACE * first.slope:
         # No noise allowance here: the tail of a warm-up creeps on for a long time.
         return False, "growth decelerating: a warm-up approaching a plateau"
     se1, se2 = first.se(fit.sigma), second.se(fit.sigma)
     if first.slope < _PACE * second.slope - _Z_HALF * math.hypot(se1, _PACE * se2):
         return False, "growth accelerating: a step, or a leak that began mid-window"
+    if len(ev.floor) >= _MIN_LEVELS_POINTS:
+        inside, inside_se = _within_levels(ev.floor)
+        if inside + _Z_HALF * inside_se < _LEVELS_PACE * fit.slope:
+            return False, "growth is a few level shifts (steps), flat in between"
     return True, "sustained rise of the memory floor"
 
 
