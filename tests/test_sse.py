@@ -295,6 +295,33 @@ async def test_a_slow_client_loses_its_oldest_events_and_never_slows_the_monitor
 
 
 @on_both
+async def test_wait_idle_waits_for_the_last_stream_and_its_timeout_leaves_nothing() -> None:
+    probe = StaticProbe(used=LIMIT // 10, limit=LIMIT)
+    warden = make_warden(probe)
+    app = create_app(warden)
+    streams = app.state.events
+    async with warden:
+        await streams.wait_idle()  # none open: at once
+        async with request(app) as stream:
+            await stream.response_start()
+            await stream.event()
+            with anyio.move_on_after(0.02) as timeout:
+                await streams.wait_idle()
+            assert timeout.cancelled_caught
+            assert streams._idle_waiters == []
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await streams.wait_idle()  # a checkpoint: the cancelled scope is honoured
+            assert scope.cancelled_caught and streams._idle_waiters == []
+            async with anyio.create_task_group() as group:
+                group.start_soon(streams.wait_idle)
+                await anyio.wait_all_tasks_blocked()
+                assert len(streams._idle_waiters) == 1
+                await stream.hang_up()
+            assert streams._idle_waiters == []
+
+
+@on_both
 async def test_cancelling_a_stream_leaves_nothing_subscribed() -> None:
     probe = StaticProbe(used=LIMIT // 10, limit=LIMIT)
     warden = make_warden(probe)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import anyio
+import anyio.lowlevel
 
 from .._envelope import send_error
 
@@ -111,13 +112,22 @@ class EventStreams:
             subscription.close()
 
     async def wait_idle(self) -> None:
-        """Return once no stream is open (at once when none is)."""
+        """Return once no stream is open (at once when none is).
+
+        A checkpoint; cancelled or timed out, it leaves nothing registered.
+        """
+        await anyio.lowlevel.checkpoint()
         event = anyio.Event()
         with self._lock:
             if not self._subscriptions:
                 return
             self._idle_waiters.append(event.set)
-        await event.wait()
+        try:
+            await event.wait()
+        finally:
+            with self._lock:
+                if event.set in self._idle_waiters:
+                    self._idle_waiters.remove(event.set)
 
     def _forget(self, subscription: Subscription[PressureEvent]) -> None:
         with self._lock:
