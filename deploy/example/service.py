@@ -10,26 +10,16 @@ through PROMETHEUS_MULTIPROC_DIR), or alone with
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
 
 from memwarden import Warden
-from memwarden.asgi import MemoryGuardMiddleware
+from memwarden.asgi import MemoryGuardMiddleware, lifespan
 from memwarden.http import create_app
 
-# One Warden per worker process, configured from the environment (MEMWARDEN_*).
+# One Warden per worker process, configured from the environment (MEMWARDEN_*),
+# running for the app's lifetime.
 warden = Warden()
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    async with warden:
-        yield
-
-
-app = FastAPI(lifespan=lifespan)
+app = FastAPI(lifespan=lifespan(warden))
 # At CRITICAL pressure new requests get 503 + Retry-After instead of an OOM kill;
 # memwarden's own routes (mounted below) stay reachable.
 app.add_middleware(MemoryGuardMiddleware, warden=warden, exempt=("/memwarden/",))
