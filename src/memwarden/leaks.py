@@ -280,10 +280,6 @@ def _ramp_slope(cycles: list[list[tuple[float, float]]]) -> float:
     return sxy / sxx if sxx > 0 else 0.0
 
 
-_VERNIER_STEPS = 50
-"""Bisection steps for the periods that fit: far below a microsecond of period."""
-
-
 def _drop_times(
     points: list[tuple[float, float]], drops: list[int]
 ) -> list[tuple[list[float], float]]:
@@ -304,45 +300,31 @@ def _drop_times(
     if len(set(counts)) != len(counts):
         return [(middles, spacing)]
 
-    # Drop j happened at d0 + counts[j] * period, inside (lows[j], highs[j]]. For a
-    # given period the phases every interval allows form one range; its width (the
-    # slack) is concave in the period: positive exactly for the periods that fit.
-    def slack(period: float) -> tuple[float, float]:
+    # Drop j happened at d0 + counts[j] * period, inside (lows[j], highs[j]]. Two
+    # drops i < j bound the period: (lows[j] - highs[i]) / (counts[j] - counts[i]) <
+    # period < (highs[j] - lows[i]) / (counts[j] - counts[i]); every pair together
+    # gives the periods that fit all the intervals, if any.
+    shortest, longest = -math.inf, math.inf
+    for i in range(len(counts) - 1):
+        low_i, high_i, n_i = lows[i], highs[i], counts[i]
+        for j in range(i + 1, len(counts)):
+            gap = counts[j] - n_i
+            shortest = max(shortest, (lows[j] - high_i) / gap)
+            longest = min(longest, (highs[j] - low_i) / gap)
+    if not shortest < longest:
+        return [(middles, spacing)]  # no regular period fits: drops at irregular times
+
+    def phase(period: float) -> float:
+        # The middle of the phases every interval allows (one point at an end).
         lo = max(a - n * period for a, n in zip(lows, counts, strict=True))
         hi = min(b - n * period for b, n in zip(highs, counts, strict=True))
-        return hi - lo, (lo + hi) / 2.0
+        return (lo + hi) / 2.0
 
-    # Least squares through the middles is within half an interval per cycle count
-    # of every period that fits; the search covers twice that.
-    n_mean = sum(counts) / len(counts)
-    m_mean = sum(middles) / len(middles)
-    sxx = sum((n - n_mean) ** 2 for n in counts)
-    center = sum((n - n_mean) * (m - m_mean) for n, m in zip(counts, middles, strict=True)) / sxx
-    width = 2.0 * max(hi - lo for lo, hi in zip(lows, highs, strict=True)) / counts[-1]
-    left, right = center - width, center + width
-    for _ in range(_VERNIER_STEPS):
-        third = (right - left) / 3.0
-        if slack(left + third)[0] < slack(right - third)[0]:
-            left += third
-        else:
-            right -= third
-    best = (left + right) / 2.0
-    if slack(best)[0] <= 0:
-        return [(middles, spacing)]  # no regular period fits: drops at irregular times
-    ends = []
-    for outside in (center - width, center + width):
-        inside = best
-        for _ in range(_VERNIER_STEPS):
-            middle = (inside + outside) / 2.0
-            if slack(middle)[0] > 0:
-                inside = middle
-            else:
-                outside = middle
-        ends.append(inside)
+    ends = (shortest, longest)
     out = []
     for period in ends:
-        phase = slack(period)[1]
-        out.append(([phase + n * period for n in counts], period))
+        start = phase(period)
+        out.append(([start + n * period for n in counts], period))
     return out
 
 
