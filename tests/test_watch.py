@@ -7,6 +7,7 @@ target is a fake ``/proc`` and ``/sys/fs/cgroup`` tree.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -277,3 +278,24 @@ def test_sampling_slows_down_and_covers_the_whole_run() -> None:
     assert HELD // 2 <= len(history.points) < HELD
     assert history.points[0][0] == 0.0  # the start of the run is still held
     assert history.spacing > 1.0
+
+
+def test_ctrl_c_ends_the_watch_with_a_verdict() -> None:
+    command = [sys.executable, "-c", "import time; time.sleep(60)"]
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "memwarden", "watch", "--json", "--", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stderr is not None
+        assert watcher.stderr.readline().startswith("watching pid")  # sampling has begun
+        watcher.send_signal(signal.SIGINT)
+        out, _ = watcher.communicate(timeout=30)
+    finally:
+        watcher.kill()
+    summary = json.loads(out)
+    assert watcher.returncode == summary["exit_code"]
+    assert summary["verdict"] in ("not enough data", "no leak")
+    assert summary["returncode"] == -signal.SIGTERM  # the watch ended the command

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ EXIT_LEAK = 1
 EXIT_USAGE = 2
 EXIT_NOT_ENOUGH_DATA = 3
 EXIT_CANNOT_RUN = 126
+EXIT_INTERRUPTED = 130
 EXIT_NOT_FOUND = 127
 
 VERDICTS = {
@@ -157,6 +159,7 @@ async def watch(
     first_interval: float = FIRST_INTERVAL,
     command_stdout: int | TextIO | None = None,
     cgroup_root: str = "/",
+    stop_on_signals: bool = False,
 ) -> dict[str, object]:
     """Watch a pid or a command until it exits (or ``duration``); return a summary dict.
 
@@ -164,7 +167,9 @@ async def watch(
     gets longer (never beyond ``interval``). A command the watch started is
     terminated when the watch ends first. With ``pid`` and no ``limit`` the
     limit is that of the process' own cgroup (``/proc/PID/cgroup`` read under
-    ``cgroup_root``). Raises :class:`CommandNotFound` or
+    ``cgroup_root``). With ``stop_on_signals`` (the command line's choice:
+    the main thread only) SIGINT or SIGTERM ends the watch with a verdict on
+    what was seen. Raises :class:`CommandNotFound` or
     :class:`CommandNotRunnable` when ``command`` cannot be started.
     """
     process: anyio.abc.Process | None = None
@@ -188,10 +193,6 @@ async def watch(
     peak = 0
     taken = 0
     last_progress = -math.inf
-    emit(
-        f"watching pid {pid} against {describe_size(probe.limit)} from {limit_source}; "
-        f"sampling every {history.spacing:g} s at first, slowing to every {interval:g} s"
-    )
 
     def alive() -> bool:
         if process is not None:
@@ -201,30 +202,40 @@ async def watch(
         except psutil.NoSuchProcess:
             return False
 
+    stop = anyio.Event()
     try:
-        while alive():
-            if duration is not None and time.monotonic() - started >= duration:
-                break
-            previous = monitor.level
-            try:
-                sample = monitor.sample_now()
-            except (psutil.NoSuchProcess, ProcessLookupError, FileNotFoundError, ValueError):
-                break
-            taken += 1
-            if first_t is None:
-                first_t = sample.timestamp
-            elapsed = sample.timestamp - first_t
-            history.offer(sample.timestamp, float(sample.used))
-            peak = max(peak, sample.used)
-            if monitor.level != previous:
-                emit(f"[{elapsed:7.1f}s] pressure {previous} -> {monitor.level}")
-            if not quiet and elapsed - last_progress >= PROGRESS_EVERY:
-                last_progress = elapsed
-                emit(
-                    f"[{elapsed:7.1f}s] rss {format_size(sample.used):>10}  "
-                    f"{sample.fraction:6.1%} of limit  level {monitor.level}"
-                )
-            await anyio.sleep(min(history.spacing, interval))
+        async with anyio.create_task_group() as group:
+            if stop_on_signals:
+                await group.start(_stop_on_signals, stop)
+            emit(
+                f"watching pid {pid} against {describe_size(probe.limit)} from {limit_source}; "
+                f"sampling every {history.spacing:g} s at first, slowing to every {interval:g} s"
+            )
+            while alive() and not stop.is_set():
+                if duration is not None and time.monotonic() - started >= duration:
+                    break
+                previous = monitor.level
+                try:
+                    sample = monitor.sample_now()
+                except (psutil.NoSuchProcess, ProcessLookupError, FileNotFoundError, ValueError):
+                    break
+                taken += 1
+                if first_t is None:
+                    first_t = sample.timestamp
+                elapsed = sample.timestamp - first_t
+                history.offer(sample.timestamp, float(sample.used))
+                peak = max(peak, sample.used)
+                if monitor.level != previous:
+                    emit(f"[{elapsed:7.1f}s] pressure {previous} -> {monitor.level}")
+                if not quiet and elapsed - last_progress >= PROGRESS_EVERY:
+                    last_progress = elapsed
+                    emit(
+                        f"[{elapsed:7.1f}s] rss {format_size(sample.used):>10}  "
+                        f"{sample.fraction:6.1%} of limit  level {monitor.level}"
+                    )
+                with anyio.move_on_after(min(history.spacing, interval)):
+                    await stop.wait()
+            group.cancel_scope.cancel()
     finally:
         probe.close()
         if process is not None:
@@ -252,6 +263,17 @@ async def watch(
     }
     emit(f"{explain(report, verdict)}; peak rss {format_size(peak)}")
     return summary
+
+
+async def _stop_on_signals(
+    stop: anyio.Event, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Set ``stop`` on the first SIGINT or SIGTERM (Ctrl-C ends the watch with a verdict)."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for _ in signals:
+            stop.set()
+            return
 
 
 async def _end(process: anyio.abc.Process) -> None:
@@ -286,6 +308,8 @@ exit status:
   3    not enough data to judge (the run was too short)
   126  the command cannot be run
   127  command not found
+  130  interrupted before sampling began (later, Ctrl-C ends the watch with
+       a verdict)
 
 The watched command's own exit status is "returncode" in the --json output.
 With --json, stdout holds the JSON alone: progress lines, and the watched
@@ -385,6 +409,7 @@ def main(args: list[str] | None = None) -> int:
         "emit": emit,
         "first_interval": min(FIRST_INTERVAL, ns.interval),
         "command_stdout": _stderr_fd() if ns.json else None,
+        "stop_on_signals": True,
     }
     try:
         summary = anyio.run(lambda: watch(**kwargs))
@@ -394,6 +419,10 @@ def main(args: list[str] | None = None) -> int:
     except CommandNotRunnable as exc:
         print(f"memwarden: permission denied: {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    except KeyboardInterrupt:
+        # Only before sampling began: from then on Ctrl-C ends the watch with a verdict.
+        print("memwarden: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if ns.json:
         print(json.dumps(summary, indent=2))
     code = summary["exit_code"]
