@@ -7,8 +7,10 @@ model loaded once), a plateau after a warm-up, and noise. The method is
 described in ``docs/guides/leaks.md``; in short:
 
 1. Judge the last ``window`` samples. The floor is the raw samples, or, when
-   the window is a sawtooth (two or more sharp drops), the lowest point of each
-   cycle.
+   the window is a sawtooth (two or more sharp drops), each cycle's ramp line
+   at the moment of its drop. The drop times come from a vernier over every
+   drop interval; every alignment the samples still allow is fitted, and the
+   slowest growth counts, so sampling aliasing never passes for a leak.
 2. Fit the floor with Theil-Sen (the median of pairwise slopes; floors are
    thinned to 48 points, so a fit costs at most 1,128 slopes). Its noise scale
    is the MAD of the residuals.
@@ -19,8 +21,9 @@ described in ``docs/guides/leaks.md``; in short:
    (a step); both halves of the window rising, the later at no less than 0.6
    of the earlier's pace (a warm-up decelerates) and the earlier at no less
    than 0.6 of the later's (otherwise the recent half is judged alone: a leak
-   that began mid-window); and, given an earlier window as context, a pace no
-   less than 0.6 of that window's (the tail of a warm-up).
+   that began mid-window); growth inside the best three flat levels (a
+   staircase of steps is flat between them); and, given an earlier window as
+   context, a pace no less than 0.6 of that window's (the tail of a warm-up).
 
 Everything is pure Python with bounded cost; the detector keeps no state.
 :class:`LeakWatcher` keeps bounded histories for many named series (process
