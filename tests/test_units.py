@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memwarden import format_size, parse_size
+from memwarden import ConfigError, WardenConfig, format_size, parse_size
 from memwarden.units import GiB, KiB, MiB, TiB
 
 
@@ -124,3 +124,13 @@ def test_one_rule_for_every_spelling(number: int, prefix: str, suffix: str, uppe
     power = "KMGT".index(prefix) + 1
     base = 1024 if "i" in suffix else 1000
     assert parse_size(f"{number}{unit}") == number * base**power
+
+
+@pytest.mark.parametrize(("text", "expected"), [("1Gi", GiB), ("1G", 10**9), ("256MiB", 256 * MiB)])
+def test_the_environment_reads_sizes_by_the_same_rule(text: str, expected: int) -> None:
+    assert WardenConfig.from_env({"MEMWARDEN_CAPACITY": text}).capacity == expected
+
+
+def test_the_environment_refuses_a_bare_m_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"MEMWARDEN_CAPACITY='512m'.*milli.*Docker"):
+        WardenConfig.from_env({"MEMWARDEN_CAPACITY": "512m"})
