@@ -125,6 +125,8 @@ def served() -> Iterator[Served]:
         allocator_tuning=False,
         gc_optimization_enabled=False,
         monitor_history=500,
+        medium_threshold=0.6,
+        high_threshold=0.8,
     )
     with anyio.from_thread.start_blocking_portal() as portal:
         warden = portal.call(lambda: Warden(config, probe=probe))
@@ -240,6 +242,10 @@ def test_page_loads_without_console_errors_and_draws_the_backfill(
     assert "thumbnails" in browser.find_element(By.ID, "caches").text
     wait.until(lambda d: "pressure" in d.find_element(By.ID, "shed").text)
     assert browser.find_element(By.ID, "budget").text
+    # The chart is shaded at this Warden's thresholds, not the defaults.
+    legend = browser.find_element(By.CSS_SELECTOR, ".legend.levels").text
+    assert "medium ≥ 60%" in legend and "high ≥ 80%" in legend
+    assert "critical ≥ 95%, sheds" in legend
     wait.until(lambda d: d.find_element(By.ID, "connection").get_attribute("data-state") == "live")
     assert _errors(browser) == []
 

@@ -264,26 +264,27 @@ async def run_service(
         thumbnails: Any = warden.caches.create_lru_cache(
             "thumbnails", max_bytes=max(budget // 8, _PAGE)
         )
-        connections = warden.create_pool("connections", object, max_size=8)
+        connections = warden.create_pool("connections", object, max_size=concurrency)
 
         async def job(index: int) -> None:
-            async with limiter:
-                nbytes = rng.randint(1, 6) * unit
-                urgent = rng.random() < 0.15
-                priority = Priority.HIGH if urgent else Priority.NORMAL
-                try:
-                    allocation = await manager.acquire(nbytes, priority=priority, timeout=5.0)
-                except AllocationTimeoutError:
-                    return
-                buffer = mmap.mmap(-1, nbytes)
-                buffer[::_PAGE] = b"\x01" * len(range(0, nbytes, _PAGE))
-                try:
-                    async with connections.acquire(timeout=5.0):
-                        await anyio.sleep(rng.uniform(0.2, 1.2))
+            # A request: a connection from the pool, then memory from the budget.
+            nbytes = rng.randint(1, 6) * unit
+            priority = Priority.HIGH if rng.random() < 0.15 else Priority.NORMAL
+            try:
+                async with (
+                    limiter,
+                    connections.acquire(timeout=5.0),
+                    manager.reserve(nbytes, priority=priority, timeout=5.0),
+                ):
+                    buffer = mmap.mmap(-1, nbytes)
+                    try:
+                        buffer[::_PAGE] = b"\x01" * len(range(0, nbytes, _PAGE))
+                        await anyio.sleep(rng.uniform(0.2, 1.0))
+                    finally:
+                        buffer.close()
                     thumbnails[f"thumb-{index % 97}"] = bytes(rng.randint(1, 64) * 1024)
-                finally:
-                    buffer.close()
-                    allocation.release()
+            except TimeoutError:
+                pass  # no connection or no memory in time: the request gives up
 
         async def visitors() -> None:
             # A few sessions come and go, so the sessions panel moves.
@@ -295,12 +296,18 @@ async def run_service(
                 await anyio.sleep(2.0)
 
         async def load() -> None:
+            # A job holds 3.5 units (of 32 per budget) for 0.6 s on average, so about
+            # 15 jobs a second fill the budget: the wave goes from 10% to 120% of that.
+            full_rate = 32 / 3.5 / 0.6
+            due = 0.0
             index = 0
             async with anyio.create_task_group() as jobs:
                 while True:
                     phase = (time.perf_counter() - started) / _WAVE_SECONDS
-                    intensity = 0.5 - 0.5 * math.cos(2 * math.pi * phase)
-                    for _ in range(round(intensity * 4)):
+                    intensity = 0.1 + 1.1 * (0.5 - 0.5 * math.cos(2 * math.pi * phase))
+                    due += intensity * full_rate * 0.1
+                    while due >= 1.0:
+                        due -= 1.0
                         jobs.start_soon(job, index)
                         index += 1
                     await anyio.sleep(0.1)

@@ -8,13 +8,17 @@ Content-Security-Policy sent with every answer holds the browser to that.
 Every URL the page uses is relative, so it works when the app is mounted under a
 prefix. Assets are public (a browser cannot send a bearer token with a
 ``<script src>``); the page asks for the token itself and sends it with
-``fetch``.
+``fetch``. The page carries no memory figures, only the pressure thresholds and
+the shedding level of the app's Warden (``app.state.warden``), so its chart is
+shaded where that Warden acts.
 """
 
 from __future__ import annotations
 
+import html
 from importlib import resources
 from importlib.resources.abc import Traversable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -73,10 +77,27 @@ def _not_found(what: str) -> Response:
     )
 
 
-def _file_response(node: Traversable, name: str, request: Request) -> Response:
+_SETTINGS_TAG = b'<meta name="memwarden-settings" content="">'
+
+
+def _settings(request: Request) -> str:
+    """``medium high critical hysteresis shed_level`` of the app's Warden, or ``""``."""
+    warden: Any = getattr(request.app.state, "warden", None)
+    try:
+        t = warden.monitor.thresholds
+        values = (t.medium, t.high, t.critical, t.hysteresis)
+        return " ".join(f"{float(v):.6g}" for v in values) + f" {warden.shed_level.label}"
+    except AttributeError:
+        return ""
+
+
+def _file_response(
+    node: Traversable, name: str, request: Request, body: bytes | None = None
+) -> Response:
     suffix = name[name.rfind(".") :] if "." in name else ""
     media_type = _CONTENT_TYPES.get(suffix, "application/octet-stream")
-    body = node.read_bytes()
+    if body is None:
+        body = node.read_bytes()
     return Response(
         b"" if request.method == "HEAD" else body,
         media_type=media_type,
@@ -88,7 +109,11 @@ async def _page(request: Request) -> Response:
     node = _asset("index.html")
     if node is None:  # pragma: no cover - the page ships with the package
         return _not_found("index.html")
-    return _file_response(node, "index.html", request)
+    settings = html.escape(_settings(request), quote=True)
+    body = node.read_bytes().replace(
+        _SETTINGS_TAG, _SETTINGS_TAG.replace(b'content=""', f'content="{settings}"'.encode())
+    )
+    return _file_response(node, "index.html", request, body)
 
 
 async def _static(request: Request) -> Response:

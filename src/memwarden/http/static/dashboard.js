@@ -20,6 +20,7 @@
     thresholds: { medium: 0.7, high: 0.85, critical: 0.95, hysteresis: 0.02 },
     level: null,
     ready: null,
+    shedLevel: null,
     token: readToken(),
     events: [],
     hover: null,
@@ -202,8 +203,10 @@
     for (const name of ["medium", "high", "critical", "hysteresis"]) {
       if (t && typeof t[name] === "number") state.thresholds[name] = t[name];
     }
+    if (t && LEVELS.includes(t.shedLevel || t.shed_level)) state.shedLevel = t.shedLevel || t.shed_level;
     for (const name of ["medium", "high", "critical"]) {
-      $("th-" + name).textContent = name + " ≥ " + fmtPercent(state.thresholds[name]);
+      const sheds = name === state.shedLevel ? ", sheds" : "";
+      $("th-" + name).textContent = name + " ≥ " + fmtPercent(state.thresholds[name]) + sheds;
     }
   }
 
@@ -634,6 +637,7 @@
   function applyMemory(data) {
     if (!data) return;
     if (data.thresholds) setThresholds(data.thresholds);
+    else if (data.shed_level && data.shed_level !== state.shedLevel) setThresholds({ shedLevel: data.shed_level });
     if (data.level) setLevel(data.level);
     if (typeof data.ready === "boolean") setReady(data.ready);
     setUsage(data);
@@ -775,8 +779,18 @@
 
   // -- start ---------------------------------------------------------------------------
 
+  // The server writes the Warden's thresholds and shedding level into the page.
+  function pageSettings() {
+    const meta = document.querySelector('meta[name="memwarden-settings"]');
+    const parts = meta ? meta.content.trim().split(/\s+/) : [];
+    if (parts.length < 4) return null;
+    const [medium, high, critical, hysteresis] = parts.slice(0, 4).map(Number);
+    if (![medium, high, critical, hysteresis].every(isFinite)) return null;
+    return { medium, high, critical, hysteresis, shedLevel: parts[4] || null };
+  }
+
   async function start() {
-    setThresholds(null);
+    setThresholds(pageSettings());
     showEvents();
     const chart = $("chart");
     chart.addEventListener("mousemove", onHover);
