@@ -229,6 +229,9 @@ class Outcome:
     shed_503: int = 0
     errors: int = 0
     latencies: list[float] = field(default_factory=list)
+    # Where a completed request's time went, as the service reports it (memwarden only).
+    queued: list[float] = field(default_factory=list)
+    served: list[float] = field(default_factory=list)
     burst_usage: list[int] = field(default_factory=list)
     peak_usage: int = 0
 
@@ -237,6 +240,12 @@ class Outcome:
         p50 = statistics.median(lat) if lat else float("nan")
         p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
         mean = statistics.fmean(self.burst_usage) if self.burst_usage else 0.0
+        extra: dict[str, float] = {}
+        for name, values in (("queued", self.queued), ("served", self.served)):
+            if values:
+                ordered = sorted(values)
+                extra[f"{name}_p50_s"] = statistics.median(ordered)
+                extra[f"{name}_p99_s"] = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
         return {
             "variant": self.variant,
             "oom_kills": self.oom_kills,
@@ -248,6 +257,7 @@ class Outcome:
             "p99_s": p99,
             "mean_burst_usage_mib": mean / 2**20,
             "peak_usage_mib": self.peak_usage / 2**20,
+            **extra,
         }
 
 
@@ -315,6 +325,10 @@ async def _drive(variant: Variant, cgroup: Cgroup, duration: float, seed: int) -
             if response.status_code == 200:
                 outcome.completed += 1
                 outcome.latencies.append(time.monotonic() - start)
+                timing = response.json()
+                if "queued" in timing:
+                    outcome.queued.append(timing["queued"])
+                    outcome.served.append(timing["served"])
             elif response.status_code == 503:
                 outcome.shed_503 += 1
                 header = response.headers.get("retry-after")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections import OrderedDict
 from typing import Any
 from urllib.parse import parse_qs
@@ -81,16 +82,25 @@ def _memwarden_app() -> Any:
     counter = iter(range(1 << 62))
 
     async def work(request: Request) -> JSONResponse:
+        began = time.monotonic()
         warden = request.app.state.warden
         nbytes, hold, user = _size(request)
         image = _decode(nbytes)
         await anyio.sleep(hold)
         result = image[: nbytes // RESULT_SHARE].copy()
         del image
-        session = await warden.sessions.get_or_create(user)
-        await warden.sessions.update_session(session.session_id, result=result)
+        # The request reserved the result's bytes too: hand them to the session
+        # (no second wait for memory while holding the request's).
+        reservation = request.state.memwarden_reservation
+        session = await warden.sessions.get_or_create(user, charge_from=reservation)
+        await warden.sessions.update_session(
+            session.session_id, charge_from=reservation, result=result
+        )
         warden.caches.get_cache("results").put(next(counter), result)
-        return JSONResponse({"ok": True})
+        arrived = request.scope["state"]["arrived"]
+        return JSONResponse(
+            {"ok": True, "queued": began - arrived, "served": time.monotonic() - began}
+        )
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
@@ -99,7 +109,15 @@ def _memwarden_app() -> Any:
         routes=[Route("/work", work), Route("/healthz", healthz)],
         lifespan=_with_results_cache(lifespan()),
     )
-    return MemoryGuardMiddleware(app, cost=_request_cost)
+    guarded = MemoryGuardMiddleware(app, cost=_request_cost)
+
+    async def timed(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Stamp arrival before the guard, so the service can say how long it queued.
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["arrived"] = time.monotonic()
+        await guarded(scope, receive, send)
+
+    return timed
 
 
 def _with_results_cache(inner: Any) -> Any:

@@ -396,3 +396,32 @@ def test_split_refuses_bad_input_naming_it_and_changes_nothing() -> None:
             manager.split(*args, **kwargs)
     assert source.nbytes == 60 and manager.current_usage == 60
     assert manager.get_stats().allocations == 1
+
+
+# ------------------------------------------------- the floor of unmanaged memory
+
+
+def test_untouched_grants_do_not_hide_the_baseline(clock: ManualClock) -> None:
+    probe, monitor, manager = _setup(clock, used=200)  # a settled sample: 200 unmanaged
+    held = [manager.try_acquire(100) for _ in range(5)]
+    for _ in range(10):  # 5 s of churn: each step one request ends and a new one starts
+        old = held.pop(0)
+        assert old is not None
+        old.release()
+        held.append(manager.try_acquire(100))
+        clock.advance(0.5)
+        probe.set(used=200 + 250)  # half of what is reserved has been touched yet
+        monitor.sample_now()
+        # used - reserved = -50, yet the baseline measured when settled still counts.
+        assert manager.get_stats().unmanaged == 200
+    assert manager.try_acquire(251) is None  # 950 - 200 - 500 = 250 left
+    assert manager.try_acquire(250) is not None
+
+
+def test_the_floor_follows_a_settled_sample(clock: ManualClock) -> None:
+    probe, monitor, manager = _setup(clock, used=600)
+    held = manager.try_acquire(10)
+    assert held is not None and manager.get_stats().unmanaged == 600
+    for _ in range(3):  # the grant is old, so these samples are settled: 300 - 10
+        _sample(clock, probe, monitor, used=300)
+    assert manager.get_stats().unmanaged == 290

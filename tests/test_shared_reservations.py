@@ -180,3 +180,20 @@ async def test_a_warden_under_a_cgroup_shares_its_reservations(
         ) as warden:
             assert warden.manager.get_stats().others_reserved == 0
     assert paths == ["/app"]
+
+
+def test_the_last_process_out_removes_the_file(tmp_path: Path, clock: ManualClock) -> None:
+    path = tmp_path / "table"
+    first, second = _table(path, 101, clock), _table(path, 202, clock)
+    for table in (first, second):
+        table.lock()
+        table.unlock(5)
+    first.close()
+    assert path.exists()
+    second.close()
+    assert not path.exists()
+    third = _table(path, 101, clock)  # a newcomer starts a fresh file
+    third.lock()
+    third.unlock(1)
+    assert path.exists() and third.others == 0
+    third.close()

@@ -73,6 +73,10 @@ HISTORY_INTERVAL = 0.01
 RECENT_WINDOW = 2.0
 #: ...and over at least this many of the latest samples.
 RECENT_SAMPLES = 3
+#: A sample taken while at most this share of the limit can be granted but not
+#: yet touched measures unmanaged memory nearly exactly; its value is kept as a
+#: floor for ``unmanaged_recent`` (see :meth:`Ledger.observe`).
+SETTLED_SHARE = 0.05
 #: A sample older than this (seconds of ``clock``) is re-taken before a grant
 #: that would end above the HIGH line.
 STALE_AFTER = 0.05
@@ -237,6 +241,10 @@ class Ledger:
         self._critical_line = 0
         self._high_line = 0
         self._unmanaged_recent = 0
+        self._unmanaged_floor = 0
+        # (time, bytes ever granted, others' reserved) at each sample of the window.
+        self._marks: deque[tuple[float, int, int]] = deque()
+        self._granted_bytes = 0
         self._recent: deque[tuple[float, int]] = deque()
         self._sampled_at = -float("inf")
         self._auto_capacity = False
@@ -512,6 +520,8 @@ class Ledger:
                     evicted = victims
             request._nbytes = nbytes
             used = self._used = self._used + extra
+            if extra > 0:
+                self._granted_bytes += extra
             if used > self._peak:
                 self._peak = used
             if request._evictable:
@@ -543,6 +553,7 @@ class Ledger:
             if source._evictable:
                 self._evictable_bytes -= nbytes
             self._used -= nbytes
+            self._granted_bytes -= nbytes  # moved, not newly granted: already touched
             self._grant(target)
         return True
 
@@ -578,7 +589,20 @@ class Ledger:
             horizon = now - RECENT_WINDOW
             while len(recent) > RECENT_SAMPLES and recent[0][0] < horizon:
                 recent.popleft()
-            self._unmanaged_recent = max(u for _, u in recent)
+            # used - reserved undercounts unmanaged by whatever was granted but not yet
+            # touched, which during a long burst is always a lot. What may be untouched
+            # is at most what was granted within the window (here, and the growth of
+            # the others' figure); a sample where that is small measures unmanaged
+            # nearly exactly, and its figure is kept as a floor until the next such one.
+            marks = self._marks
+            marks.append((now, self._granted_bytes, self._others))
+            while len(marks) > 1 and marks[1][0] <= horizon:
+                marks.popleft()
+            fresh = min(self._used, self._granted_bytes - marks[0][1])
+            fresh += max(0, self._others - min(o for _, _, o in marks))
+            if self._limit is None or fresh <= limit * SETTLED_SHARE:
+                self._unmanaged_floor = unmanaged
+            self._unmanaged_recent = max(max(u for _, u in recent), self._unmanaged_floor)
             self._sampled_at = now
             self._level = level
             self._critical = critical
@@ -615,7 +639,9 @@ class Ledger:
             self._limit = None
             self._level = 0
             self._recent.clear()
+            self._marks.clear()
             self._unmanaged_recent = 0
+            self._unmanaged_floor = 0
             self._sampled_at = -float("inf")
             self._auto_capacity = False
             self._ceiling = self._capacity
@@ -724,6 +750,7 @@ class Ledger:
 
     def _grant(self, request: Request) -> None:
         nbytes = request._nbytes
+        self._granted_bytes += nbytes
         request._state = LIVE
         used = self._used = self._used + nbytes
         if used > self._peak:

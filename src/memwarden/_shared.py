@@ -18,11 +18,13 @@ later) is reclaimed: liveness is checked against the pid's start time in
 ``/proc/PID/stat`` every :data:`REAP_INTERVAL` seconds and when a slot is
 claimed. A process forked with a table re-opens the file and claims its own
 slot on first use (a ``flock`` is shared by a parent and child holding the
-same open file, so the child must not reuse the parent's).
+same open file, so the child must not reuse the parent's). The last process to
+close the table removes the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import mmap
@@ -146,6 +148,14 @@ class ReservationTable:
             if self._slot >= 0 and self._opened_by == os.getpid():
                 with self._flocked():
                     self._write_slot(0, 0, 0)
+                    self._reap()
+                    words = self._words
+                    assert words is not None
+                    if not any(words[i * 3] for i in range(self._in_use())):
+                        # The last one out removes the file (an opener racing this
+                        # notices the unlinked file at its next lock and re-opens).
+                        with contextlib.suppress(OSError):
+                            os.unlink(self.path)
             self._release_map()
 
     def _release_map(self) -> None:
@@ -171,8 +181,11 @@ class ReservationTable:
 
     def lock(self) -> None:
         """Take the cross-process lock and read the other processes' reserved bytes."""
-        if self._opened_by != os.getpid():
-            # Forked: re-open so this process' flock is its own, and claim a fresh slot.
+        if self._opened_by != os.getpid() or (
+            self._clock() >= self._next_reap and os.fstat(self._fd).st_nlink == 0
+        ):
+            # Forked: re-open so this process' flock is its own, and claim a fresh
+            # slot. Unlinked by the last process leaving: re-open the live file.
             if self._words is not None:
                 self._words.release()
                 self._words = None
