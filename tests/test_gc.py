@@ -543,3 +543,34 @@ async def test_budget_optimize_uses_the_controller() -> None:
         assert freed >= 1 << 20  # what the callback reported, plus any RSS drop
         assert controller.pause_stats().count[2] >= before + 1  # a full collection ran
         budget.close()
+
+
+def test_upkeep_decides_emergency_and_collection_with_a_cooldown() -> None:
+    from memwarden.gc import Upkeep
+    from memwarden.testing import ManualClock, StaticProbe
+
+    clock = ManualClock()
+    upkeep = Upkeep(emergency_below=100, proactive_at=0.9, cooldown=5.0, clock=clock)
+    probe = StaticProbe(used=500, limit=1000)
+    assert upkeep.due(probe.sample()) is None
+    probe.set(used=910)
+    assert upkeep.due(probe.sample()) == "emergency"  # 90 available < 100, and 91 % used
+    assert upkeep.due(probe.sample()) is None
+    clock.advance(5.0)
+    probe.set(used=880, limit=1000)
+    assert upkeep.due(probe.sample()) is None  # neither line is crossed
+    probe.set(used=895)
+    assert upkeep.due(probe.sample()) is None  # 89.5 % < 90 %
+    probe.set(used=900)
+    assert upkeep.due(probe.sample()) == "collect"
+    assert Upkeep().due(probe.sample()) is None  # both off by default
+    for kwargs, error in (
+        ({"emergency_below": -1}, ValueError),
+        ({"emergency_below": 1.5}, TypeError),
+        ({"proactive_at": 0}, ValueError),
+        ({"proactive_at": float("nan")}, ValueError),
+        ({"proactive_at": "90"}, TypeError),
+        ({"cooldown": -1.0}, ValueError),
+    ):
+        with pytest.raises(error, match=next(iter(kwargs))):
+            Upkeep(**kwargs)  # type: ignore[arg-type]

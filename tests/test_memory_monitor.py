@@ -161,3 +161,35 @@ def test_default_probe_is_system_probe() -> None:
     from memwarden.probes import SystemProbe
 
     assert isinstance(MemoryMonitor().probe, SystemProbe)
+
+
+# -- seed 003's background check and upkeep -----------------------------------------------
+
+
+def test_check_classifies_and_runs_the_upkeep_due(probe: StaticProbe) -> None:
+    config = WardenConfig(emergency_cleanup_threshold_mb=100.0, proactive_gc_threshold=90.0)
+    monitor = MemoryMonitor(config, probe=probe)
+    assert not monitor.running and monitor.check() is None and monitor.checks == 1
+    probe.set(used=int(0.92 * GiB))  # 82 MiB available: below the emergency line
+    assert monitor.check() == "emergency"
+    assert monitor.check() is None  # cooled down for 5 s, the collection included
+    assert monitor.get_memory_pressure_level() == "high"
+
+
+def test_background_check_runs_in_a_thread_until_stopped(probe: StaticProbe) -> None:
+    import threading
+
+    sampled = threading.Event()
+
+    class Signalling(StaticProbe):
+        def sample(self):  # type: ignore[no-untyped-def]
+            sampled.set()
+            return super().sample()
+
+    config = WardenConfig(enable_background_monitoring=True, monitor_interval=0.01)
+    with MemoryMonitor(config, probe=Signalling(used=MiB, limit=GiB)) as monitor:
+        assert monitor.running
+        assert sampled.wait(10)  # a bound, not a pause: set by the first check
+        monitor.start()  # idempotent
+    assert not monitor.running and monitor.checks >= 1
+    monitor.stop()  # idempotent

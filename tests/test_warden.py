@@ -419,3 +419,25 @@ async def test_warden_subscriptions_end_when_it_closes(probe: StaticProbe) -> No
     assert events.closed
     with pytest.raises(ValueError, match="buffer"):
         warden.subscribe(buffer=0)
+
+
+async def test_upkeep_runs_seed_003s_emergency_and_proactive_collection(
+    clock: ManualClock, probe: StaticProbe
+) -> None:
+    async with make(
+        clock, probe, emergency_cleanup_threshold_mb=50.0, proactive_gc_threshold=90.0
+    ) as warden:
+        assert await warden.upkeep() is None
+        probe.set_fraction(0.91)  # 90 MiB available: proactive collection only
+        warden.monitor.sample_now()
+        assert await warden.upkeep() == "collect"
+        assert await warden.upkeep() is None  # cooling down
+        clock.advance(5.0)
+        probe.set_fraction(0.96)  # 40 MiB available: the emergency path
+        warden.monitor.sample_now()
+        assert await warden.upkeep() == "emergency"
+        assert warden.report()["upkeep"] == {"emergency": 1, "collect": 1}
+        assert "memory-upkeep" in warden.report()["supervisor"]["tasks"]
+    off = make(clock, probe, emergency_cleanup_threshold_mb=0.0, enable_proactive_gc=False)
+    async with off:
+        assert "memory-upkeep" not in off.report()["supervisor"]["tasks"]

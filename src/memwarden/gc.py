@@ -49,7 +49,7 @@ import anyio
 
 from ._native import malloc_trim
 from ._rss import process_rss
-from ._validate import check_int, check_timeout
+from ._validate import check_float, check_int, check_timeout
 from .errors import GCError
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "GCStats",
     "GarbageCollectionManager",
     "GarbageCollectionOptimizer",
+    "Upkeep",
     "pause_depth",
 ]
 
@@ -609,3 +610,72 @@ def _check_thresholds(name: str, value: object) -> tuple[int, int, int]:
     defaults = PROFILES["moderate"]
     padded = (*numbers, *defaults[len(numbers) :])
     return (padded[0], padded[1], padded[2])
+
+
+UpkeepAction = Literal["emergency", "collect"]
+
+
+class Upkeep:
+    """Seed 003's emergency cleanup and proactive collection, decided on one sample.
+
+    ``emergency_below`` (bytes; 0 disables) asks for the emergency path
+    (full collection, cleanup callbacks, ``malloc_trim``) when the sample's
+    available memory falls below it; ``proactive_at`` (a fraction of the
+    limit, or None) asks for a full collection when the used share reaches
+    it. Each action runs at most once per ``cooldown`` seconds of ``clock``,
+    and the emergency path counts as a collection. The decision is all here;
+    a Warden's periodic task and :class:`~memwarden.monitor.MemoryMonitor`'s
+    background thread only carry it out. Raises ``TypeError``/``ValueError``
+    naming the argument for bad input. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        emergency_below: int = 0,
+        proactive_at: float | None = None,
+        cooldown: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.emergency_below = check_int("emergency_below", emergency_below)
+        if proactive_at is not None:
+            if isinstance(proactive_at, bool) or not isinstance(proactive_at, int | float):
+                raise TypeError(
+                    f"proactive_at must be a number or None, got "
+                    f"{type(proactive_at).__name__} {proactive_at!r}"
+                )
+            if not 0 < proactive_at <= 1:  # NaN fails too
+                raise ValueError(f"proactive_at must be in (0, 1], got {proactive_at!r}")
+        self.proactive_at = proactive_at
+        self.cooldown = check_float("cooldown", cooldown, minimum=0.0)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+
+    def due(self, sample: Any) -> UpkeepAction | None:
+        """The action ``sample`` (a MemorySample) calls for now, if any; records it as run."""
+        emergency = self.emergency_below > 0 and sample.available < self.emergency_below
+        collect = self.proactive_at is not None and sample.fraction >= self.proactive_at
+        if not (emergency or collect):
+            return None
+        action: UpkeepAction = "emergency" if emergency else "collect"
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(action, -math.inf)
+            if now - last < self.cooldown:
+                return None
+            self._last[action] = now
+            if emergency:
+                self._last["collect"] = now  # the emergency path collected too
+        return action
+
+    @classmethod
+    def from_config(cls, config: Any, *, clock: Callable[[], float] = time.monotonic) -> Upkeep:
+        """The upkeep a :class:`~memwarden.config.WardenConfig` describes."""
+        return cls(
+            emergency_below=int(config.emergency_cleanup_threshold_mb * 2**20),
+            proactive_at=(
+                config.proactive_gc_threshold / 100.0 if config.enable_proactive_gc else None
+            ),
+            clock=clock,
+        )

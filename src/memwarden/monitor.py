@@ -8,11 +8,17 @@ or container by default) and :mod:`memwarden.leaks`.
 
 MB here means MiB (2**20 bytes), as the seeds computed it (``bytes / 1024 / 1024``).
 Everything is synchronous and cheap (one probe sample per call); the monitor
-may be shared between threads.
+may be shared between threads. With ``enable_background_monitoring`` (seed
+003's switch) it also runs its own periodic check in a daemon thread:
+classify the level, and carry out seed 003's emergency cleanup and proactive
+collection as :class:`~memwarden.gc.Upkeep` decides. A Warden does not need
+this: it always monitors, asynchronously.
 """
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 import sys
 import threading
@@ -21,10 +27,12 @@ import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 
+from ._native import malloc_trim
 from ._rss import process_rss
 from ._validate import check_float
 from .config import WardenConfig
 from .errors import InsufficientMemoryError
+from .gc import Upkeep
 from .leaks import LeakDetector, analyze_memory_trend, calculate_memory_statistics
 from .pressure import PressureLevel
 from .probes import MemorySample, Probe
@@ -32,6 +40,8 @@ from .sizeof import deep_sizeof
 from .units import MiB
 
 __all__ = ["MemoryMetrics", "MemoryMonitor"]
+
+logger = logging.getLogger("memwarden.monitor")
 
 
 @dataclass(frozen=True)
@@ -122,7 +132,10 @@ class MemoryMonitor:
 
     ``probe=None`` uses :class:`~memwarden.probes.SystemProbe` (the machine or
     container). ``detector`` (keyword) judges histories for
-    :meth:`detect_memory_leak`; default ``LeakDetector()``. Thread-safe.
+    :meth:`detect_memory_leak`; default ``LeakDetector()``. With
+    ``config.enable_background_monitoring`` the constructor starts the
+    background check (:meth:`start`); :meth:`stop` or ``with monitor:`` ends
+    it. Thread-safe.
     """
 
     def __init__(
@@ -148,6 +161,75 @@ class MemoryMonitor:
         self._thresholds = self.config.thresholds
         self._level: PressureLevel | None = None
         self._lock = threading.Lock()
+        self.upkeep = Upkeep.from_config(self.config)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.checks = 0
+        if self.config.enable_background_monitoring:
+            self.start()
+
+    # -- the background check (seed 003's enable_background_monitoring) ---------------------
+
+    def check(self) -> str | None:
+        """One background check: classify the level, then run the upkeep action due.
+
+        Returns ``"emergency"`` (a full collection and ``malloc_trim``),
+        ``"collect"`` (a full collection) or None. Logs level changes.
+        """
+        sample = self.probe.sample()
+        with self._lock:
+            previous = self._level
+            self._level = self._thresholds.classify(sample.fraction, previous)
+            level = self._level
+            self.checks += 1
+        if level != previous and previous is not None:
+            logger.info("memory pressure %s -> %s", previous.label, level.label)
+        action = self.upkeep.due(sample)
+        if action is not None:
+            gc.collect()
+            if action == "emergency":
+                malloc_trim()
+        return action
+
+    def start(self) -> None:
+        """Start the background check every ``config.monitor_interval`` seconds (idempotent)."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stopping.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="memwarden-memory-monitor", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the background check and wait up to ``timeout`` s for it (idempotent)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        self._stopping.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        """Whether the background check is running."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def _run(self) -> None:
+        interval = self.config.monitor_interval
+        while not self._stopping.is_set():
+            try:
+                self.check()
+            except Exception:
+                logger.exception("background memory check failed")
+            self._stopping.wait(interval)
+
+    def __enter__(self) -> MemoryMonitor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def sample(self) -> MemorySample:
         """Take one sample from the probe."""

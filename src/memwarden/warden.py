@@ -42,7 +42,7 @@ from .budget import MemoryManager
 from .cache import CacheManager
 from .config import WardenConfig
 from .errors import PoolExhaustedError
-from .gc import Aggressiveness, GCController
+from .gc import Aggressiveness, GCController, Upkeep
 from .history import HistoryStore
 from .leaks import LeakDetector, LeakEvent, LeakWatcher
 from .modules import LazyLoader
@@ -123,6 +123,8 @@ class Warden:
         self.monitor.sample_now()
         self.shed_level: PressureLevel = config.shed_level
         self.gc = GCController(cast(Aggressiveness, config.effective_gc_aggressiveness))
+        self._upkeep = Upkeep.from_config(config, clock=clock)
+        self._upkeeps = {"emergency": 0, "collect": 0}
         # capacity None: the measured room at the first sample (limit x critical - unmanaged).
         shared = None
         if config.share_reservations:
@@ -218,6 +220,8 @@ class Warden:
                 ("leak-sample", self.sample_series, config.leak_sample_interval),
                 ("leak-check", self.check_leaks, config.leak_check_interval),
             ]
+            if self._upkeep.emergency_below or self._upkeep.proactive_at is not None:
+                periodic.append(("memory-upkeep", self.upkeep, config.monitor_interval))
             if self.store is not None:
                 periodic.append(
                     ("history-persist", self.persist_history, config.memory_snapshot_interval)
@@ -361,6 +365,39 @@ class Warden:
                 await step()
             except Exception:
                 logger.exception("pressure reaction %s failed at %s", name, event.level)
+
+    async def upkeep(self) -> str | None:
+        """Run seed 003's emergency cleanup or proactive collection if the newest sample asks.
+
+        The emergency path (``gc.emergency()``) runs when available memory is
+        below ``emergency_cleanup_threshold_mb``; a full collection when the
+        used share reaches ``proactive_gc_threshold`` percent (with
+        ``enable_proactive_gc``); each at most once per 5 s (see
+        :class:`~memwarden.gc.Upkeep`). The Warden runs this every
+        ``monitor_interval``. Returns the action taken, or None.
+        """
+        sample = self.monitor.last_sample
+        action = None if sample is None else self._upkeep.due(sample)
+        if sample is None or action is None:
+            return None
+        # DEBUG: under a steady load these repeat every few seconds; report() counts them.
+        if action == "emergency":
+            stats = await self.gc.emergency()
+            logger.debug(
+                "%s available: emergency cleanup collected %d objects, ran %d cleanups",
+                format_size(sample.available),
+                stats.collected,
+                stats.cleanups,
+            )
+        else:
+            stats = self.gc.collect_with_stats(2)
+            logger.debug(
+                "memory at %.0f%% of the limit: collected %d objects",
+                sample.fraction * 100,
+                stats.collected,
+            )
+        self._upkeeps[action] += 1
+        return action
 
     async def _trim_pools(self) -> int:
         closed = 0
@@ -591,6 +628,7 @@ class Warden:
             "supervisor": self.supervisor.to_dict(),
             "reactions": dict(self._reactions),
             "shed": self.shed_counts(),
+            "upkeep": dict(self._upkeeps),
             "config": self.config.to_dict(),
         }
 
