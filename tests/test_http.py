@@ -90,11 +90,25 @@ POST_ROUTES = [
 SAMPLE_KEYS = {"timestamp", "used", "limit", "available", "rss", "source", "psi_some_avg10"}
 
 
-def make_warden(probe: StaticProbe | None = None) -> Warden:
-    return Warden(
-        WardenConfig(monitor_use_psi=False),
+def make_warden(probe: StaticProbe | None = None, **config: Any) -> Warden:
+    warden = Warden(
+        WardenConfig(monitor_use_psi=False, **config),
         probe=probe if probe is not None else StaticProbe(used=LIMIT // 10, limit=LIMIT),
     )
+    _BUILT.append(warden)
+    return warden
+
+
+# Wardens these tests build but never run: their GC pause hook (in gc.callbacks) is
+# removed when the test ends, so no later test sees it.
+_BUILT: list[Warden] = []
+
+
+@pytest.fixture(autouse=True)
+def close_unrun_wardens() -> Iterator[None]:
+    yield
+    while _BUILT:
+        _BUILT.pop().gc.close()
 
 
 def client(app: Any, **headers: str) -> httpx.AsyncClient:
@@ -360,7 +374,7 @@ async def test_readyz_is_503_not_ready_at_the_shedding_level(
 
 
 async def test_readyz_follows_a_configured_shedding_level(probe: StaticProbe) -> None:
-    warden = Warden(WardenConfig(monitor_use_psi=False, shed_level=PressureLevel.HIGH), probe=probe)
+    warden = make_warden(probe, shed_level=PressureLevel.HIGH)
     async with client(create_app(warden)) as api:
         probe.set(used=int(LIMIT * 0.9))
         warden.monitor.sample_now()

@@ -59,7 +59,21 @@ def single_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def make_warden(used: int = LIMIT // 10) -> tuple[Warden, StaticProbe]:
     probe = StaticProbe(used=used, limit=LIMIT)
-    return Warden(WardenConfig(monitor_use_psi=False), probe=probe), probe
+    warden = Warden(WardenConfig(monitor_use_psi=False), probe=probe)
+    _BUILT.append(warden)
+    return warden, probe
+
+
+# Wardens these tests build but never run: their GC pause hook (in gc.callbacks) is
+# removed when the test ends, so no later test sees it.
+_BUILT: list[Warden] = []
+
+
+@pytest.fixture(autouse=True)
+def close_unrun_wardens() -> Iterator[None]:
+    yield
+    while _BUILT:
+        _BUILT.pop().gc.close()
 
 
 def client(app: object, **headers: str) -> httpx.AsyncClient:

@@ -12,6 +12,7 @@ import jsonschema_rs
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from starlette.applications import Starlette
 from starlette.routing import Route
 from test_sse import request
 
@@ -36,11 +37,19 @@ def make_warden() -> Warden:
 
 
 WARDEN = make_warden()
+# It never runs, and lives as long as the session: its GC pause hook (in gc.callbacks,
+# process-wide) is removed at once so that no other test sees it.
+WARDEN.gc.close()
 # A generous POST rate, so schemathesis' calls are not all answered 429.
 APP = create_app(WARDEN, token=TOKEN, post_burst=10_000, post_interval=0.001)
 SCHEMA = schemathesis.openapi.from_asgi("/api/openapi.json", APP, headers=AUTH).exclude(
     path="/api/memory/events"  # an endless stream: checked on its own below
 )
+
+
+@pytest.fixture
+def app() -> Starlette:
+    return APP
 
 
 @SCHEMA.parametrize()
@@ -53,10 +62,14 @@ def test_every_answer_conforms_to_the_document(case: Any) -> None:
     case.call_and_validate(headers=AUTH)
 
 
-def document(root_path: str = "") -> dict[str, Any]:
+def document(
+    app: Starlette, root_path: str = "", *, headers: dict[str, str] = AUTH
+) -> dict[str, Any]:
     async def fetch() -> dict[str, Any]:
-        transport = httpx.ASGITransport(app=APP, root_path=root_path)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=AUTH) as c:
+        transport = httpx.ASGITransport(app=app, root_path=root_path)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers=headers
+        ) as c:
             response = await c.get(root_path + "/api/openapi.json")
         assert response.status_code == 200
         assert response.headers["content-type"] == "application/json"
@@ -66,11 +79,11 @@ def document(root_path: str = "") -> dict[str, Any]:
     return anyio.run(fetch)
 
 
-def test_the_document_is_raw_openapi_3_and_covers_every_route() -> None:
-    doc = document()
+def test_the_document_is_raw_openapi_3_and_covers_every_route(app: Starlette) -> None:
+    doc = document(app)
     assert doc["openapi"].startswith("3.")
     assert "status" not in doc  # no envelope: tools read it as it is
-    routes = {r.path for r in APP.routes if isinstance(r, Route)}
+    routes = {r.path for r in app.routes if isinstance(r, Route)}
     documented = (set(doc["paths"]) - {"/static/{path}"}) | {"/static/{path:path}"}
     assert routes == documented
     for path, item in doc["paths"].items():
@@ -80,19 +93,25 @@ def test_the_document_is_raw_openapi_3_and_covers_every_route() -> None:
             assert ok, path
 
 
-def test_the_server_url_follows_the_mount_point() -> None:
-    assert document()["servers"] == [{"url": "/"}]
-    assert document("/memwarden")["servers"] == [{"url": "/memwarden"}]
+def test_the_server_url_follows_the_mount_point(app: Starlette) -> None:
+    assert document(app)["servers"] == [{"url": "/"}]
+    assert document(app, "/memwarden")["servers"] == [{"url": "/memwarden"}]
 
 
-def test_public_routes_declare_no_security() -> None:
-    paths = document()["paths"]
+def test_public_routes_declare_no_security(app: Starlette) -> None:
+    paths = document(app)["paths"]
     for path in ("/healthz", "/readyz", "/"):
         assert paths[path]["get"]["security"] == []
         assert "401" not in paths[path]["get"]["responses"]
     assert "security" not in paths["/api/memory"]["get"]
-    public = create_app(make_warden(), metrics_auth=False)
-    assert public.state.metrics is not None
+    warden = make_warden()
+    try:
+        public = create_app(warden, metrics_auth=False)
+        paths = document(public, headers={})["paths"]
+        assert paths["/metrics"]["get"]["security"] == []
+        assert "401" not in paths["/metrics"]["get"]["responses"]
+    finally:
+        warden.gc.close()
 
 
 # -- the event stream's own check ----------------------------------------------------------
@@ -103,8 +122,8 @@ def _validator(doc: dict[str, Any], schema: dict[str, Any]) -> Any:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_the_event_stream_answers_as_documented(backend: str) -> None:
-    doc = document()
+def test_the_event_stream_answers_as_documented(app: Starlette, backend: str) -> None:
+    doc = document(app)
     operation = doc["paths"]["/api/memory/events"]["get"]
     assert list(operation["responses"]["200"]["content"]) == ["text/event-stream"]
     error_schema = _validator(doc, {"$ref": "#/components/schemas/Error"})
