@@ -109,6 +109,7 @@ def test_serve_with_a_token_from_the_environment() -> None:
         (["--port", "70000"], "--port"),
         (["--port", "eighty"], "--port"),
         (["--token", " "], "token is empty"),
+        (["--token", "two words"], "without spaces"),
         (["--bogus"], "--bogus"),
     ],
 )

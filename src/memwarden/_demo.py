@@ -432,18 +432,14 @@ def main(args: list[str] | None = None) -> int:
 
 
 def _main_serve(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
-    import os
-
-    from ._serve import UsageError, bind, check_exposure, serve_app
+    from ._serve import UsageError, bind, check_exposure, checked_token, serve_app
 
     if ns.json:
         parser.error("--json gives a report at the end of a run; --serve runs until Ctrl-C")
     if not 0 <= ns.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, got {ns.port}")
-    token = ns.token if ns.token is not None else os.environ.get("MEMWARDEN_API_TOKEN")
-    if token is not None and not token.strip():
-        parser.error("the token is empty (--token or MEMWARDEN_API_TOKEN)")
     try:
+        token = checked_token(ns.token)
         check_exposure(ns.host, token, ns.insecure)
     except UsageError as exc:
         parser.error(str(exc))

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import ipaddress
 import os
+import re
 import signal
 import socket
 import sys
@@ -53,6 +54,24 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def checked_token(given: str | None) -> str | None:
+    """The token from ``--token`` (``given``) or MEMWARDEN_API_TOKEN, or None.
+
+    Raises :class:`UsageError` for an empty one or one with spaces or
+    non-ASCII characters (a bearer token is printable ASCII).
+    """
+    token = given if given is not None else os.environ.get("MEMWARDEN_API_TOKEN")
+    if token is None:
+        return None
+    where = "--token" if given is not None else "MEMWARDEN_API_TOKEN"
+    if not token.strip():
+        raise UsageError(f"the token is empty ({where})")
+    if not re.fullmatch(r"[\x21-\x7e]+", token):
+        # The value is a secret: described, never shown.
+        raise UsageError(f"the token ({where}) must be printable ASCII without spaces")
+    return token
 
 
 def check_exposure(host: str, token: str | None, insecure: bool) -> None:
@@ -220,10 +239,8 @@ def main(args: list[str] | None = None) -> int:
     ns = parser.parse_args(args)
     if not 0 <= ns.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, got {ns.port}")
-    token = ns.token if ns.token is not None else os.environ.get("MEMWARDEN_API_TOKEN")
-    if token is not None and not token.strip():
-        parser.error("the token is empty (--token or MEMWARDEN_API_TOKEN)")
     try:
+        token = checked_token(ns.token)
         check_exposure(ns.host, token, ns.insecure)
     except UsageError as exc:
         parser.error(str(exc))
