@@ -1,4 +1,6 @@
-"""Run benchmark suites: ``python -m benchmarks core|pools|caches|analysis|all|burst [--quick]``.
+"""Run benchmark suites: ``python -m benchmarks core|pools|caches|analysis|import_time|all|burst``.
+
+Add ``--quick`` for a smoke run.
 
 Each suite is the module ``benchmarks.<name>`` with ``main(quick: bool) -> list[Row]``.
 Results print as a Markdown table and are written to ``benchmarks/results/<name>.json``
@@ -12,7 +14,7 @@ import importlib
 
 from benchmarks._harness import print_and_save
 
-SUITES = ("core", "pools", "caches", "analysis")
+SUITES = ("core", "pools", "caches", "analysis", "import_time")
 # Not part of "all": it needs root and a memory cgroup, and runs for about ten minutes.
 EXTRA = ("burst",)
 
