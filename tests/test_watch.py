@@ -92,7 +92,6 @@ def test_too_short_a_run_is_not_enough_data_never_no_leak() -> None:
     assert summary["verdict"] == "not enough data"
     assert summary["returncode"] == 5
     assert summary["leak"]["judged"] is False
-    assert summary["leak"]["score"] == 0.0
     assert "not enough data to judge" in done.stderr
     assert "no leak" not in done.stderr
 

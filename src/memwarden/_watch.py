@@ -130,8 +130,9 @@ def explain(report: LeakReport, verdict: str) -> str:
     growth = f"{format_size(report.growth_rate)}/s"
     if verdict == "not enough data":
         return (
-            f"not enough data to judge: {report.reason} (trend so far {report.trend}, "
-            f"{_count(report.samples, 'sample')}); watch a longer run"
+            f"not enough data to judge: {report.reason} (so far: trend {report.trend}, "
+            f"floor growth {growth}, score {report.score:.2f} over "
+            f"{_count(report.samples, 'sample')}; a score is not a verdict); watch a longer run"
         )
     head = "LEAK suspected" if verdict == "leak suspected" else "no leak detected"
     line = (

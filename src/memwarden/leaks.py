@@ -565,7 +565,10 @@ class LeakReport:
     window_samples: int = 0
     """How many recent samples the verdict rests on."""
     judged: bool = True
-    """False when the history was too short to judge: not a leak, but no all-clear either."""
+    """False when the history was too short to judge: not a leak, but no all-clear either.
+
+    ``score`` is then the evidence so far (0 when there were too few samples
+    or floor points to fit at all)."""
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-able dict of every field."""
@@ -650,10 +653,12 @@ class LeakDetector:
                 judged=False,
             )
         if len(recent) < needed:
+            # Not a verdict, but the score still says how steep and steady the
+            # growth is so far (seed 001's leak_score ranks packages by it).
             fit = ev.fit
             return LeakReport(
                 False,
-                0.0,
+                round(max(0.0, fit.tau) * _size_factor(fit.slope, self.growth_threshold), 4),
                 trend,
                 fit.slope,
                 n,
