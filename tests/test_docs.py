@@ -53,3 +53,26 @@ def test_page_exists_and_links_resolve(page: Path) -> None:
         if "://" in target:
             continue
         assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def test_the_quick_start_installs_from_a_checkout() -> None:
+    # memwarden is not on PyPI yet: a newcomer copying the first command must succeed.
+    text = (ROOT / "docs" / "quickstart.md").read_text()
+    first_shell = re.search(r"```bash\n(.*?)```", text, re.S)
+    assert first_shell is not None
+    commands = first_shell.group(1)
+    assert "pip install ." in commands
+    for page in PAGES:
+        assert "pip install memwarden" not in page.read_text(), page.name
+
+
+@pytest.mark.parametrize(
+    ("page", "claim"),
+    [("quickstart.md", "most == 4"), ("guides/budgets.md", "most == 12")],
+)
+def test_concurrency_examples_assert_what_they_claim(page: str, claim: str) -> None:
+    # The first example of each page holds its reservation across an await, so the
+    # concurrency it describes really happens, and asserts it.
+    code = _blocks(ROOT / "docs" / page)[0]
+    assert "await anyio.sleep" in code
+    assert claim in code
