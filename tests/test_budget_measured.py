@@ -425,3 +425,50 @@ def test_the_floor_follows_a_settled_sample(clock: ManualClock) -> None:
     for _ in range(3):  # the grant is old, so these samples are settled: 300 - 10
         _sample(clock, probe, monitor, used=300)
     assert manager.get_stats().unmanaged == 290
+
+
+# ------------------------------------------------------------- wait listeners
+
+
+@on_both_backends
+async def test_wait_listeners_hear_every_acquire_with_its_wait(clock: ManualClock) -> None:
+    manager = MemoryManager(100, clock=clock)
+    heard: list[tuple[float, bool]] = []
+    remove = manager.add_wait_listener(lambda seconds, granted: heard.append((seconds, granted)))
+    first = await manager.acquire(80)
+    assert heard == [(0.0, True)]
+    async with anyio.create_task_group() as group:
+
+        async def wait_for_room() -> None:
+            await manager.acquire(50)
+
+        group.start_soon(wait_for_room)
+        await waiting(manager, 1)
+        clock.advance(2.5)
+        first.release()
+    assert heard[-1] == (2.5, True)
+    with pytest.raises(AllocationTimeoutError):
+        await manager.acquire(60, timeout=0)
+    assert heard[-1] == (0.0, False)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await manager.acquire(60)
+    assert heard[-1] == (0.0, False) and len(heard) == 4
+    remove()
+    remove()  # idempotent
+    await manager.acquire(1)
+    assert len(heard) == 4
+    assert_clean(manager, 51)
+
+
+def test_a_failing_wait_listener_is_removed_and_bad_ones_refused() -> None:
+    manager = MemoryManager(100)
+
+    def broken(seconds: float, granted: bool) -> None:
+        raise RuntimeError("boom")
+
+    manager.add_wait_listener(broken)
+    anyio.run(manager.acquire, 1)
+    assert manager._wait_listeners == []
+    with pytest.raises(TypeError, match="callback"):
+        manager.add_wait_listener("nope")  # type: ignore[arg-type]

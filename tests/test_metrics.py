@@ -128,6 +128,16 @@ async def test_every_name_is_exported_and_parses() -> None:
     assert value(text, "memwarden_budget_wait_seconds_count") == 0
 
 
+async def test_budget_waits_are_observed() -> None:
+    warden, _ = make_warden()
+    app = create_app(warden)
+    async with warden.manager.reserve(10):
+        pass
+    text = await scrape(app)
+    assert value(text, "memwarden_budget_wait_seconds_count") == 1
+    assert value(text, "memwarden_budget_wait_seconds_bucket", le="0.005") == 1
+
+
 async def test_values_are_read_live_at_scrape_time() -> None:
     warden, probe = make_warden()
     app = create_app(warden)

@@ -28,6 +28,7 @@ yields.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import gc
 import inspect
@@ -46,7 +47,6 @@ import anyio.lowlevel
 
 from . import _backend
 from ._grants import HistoryRow, Ledger, Request
-from ._native import malloc_trim
 from ._rss import process_rss
 from ._shared import ReservationTable
 from ._validate import check_int, check_timeout
@@ -268,6 +268,8 @@ class MemoryManager:
             shared=shared,
         )
         self._fast_acquire = fast_acquire
+        self._clock = clock
+        self._wait_listeners: list[Callable[[float, bool], object]] = []
         self._gc_controller = gc_controller
         self._cleanups: list[Callable[[], object]] = []
         self._monitor = monitor
@@ -394,8 +396,50 @@ class MemoryManager:
         allocation._home = _backend.current_or_none()
         return allocation
 
+    def add_wait_listener(self, callback: Callable[[float, bool], object]) -> Callable[[], None]:
+        """Call ``callback(seconds, granted)`` when each ``acquire``/``reserve`` ends.
+
+        ``seconds`` is how long it waited for its bytes (0.0 when granted at
+        once; by the manager's ``clock``), ``granted`` whether it got them
+        (False after a timeout or a cancellation). Runs on the acquiring task,
+        outside every lock; a callback that raises is logged and removed.
+        Returns a function that removes it (idempotent). Raises ``TypeError``
+        for a non-callable.
+        """
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        listeners = self._wait_listeners
+        listeners.append(callback)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                listeners.remove(callback)
+
+        return remove
+
+    def _waited(self, seconds: float, granted: bool) -> None:
+        for callback in list(self._wait_listeners):
+            try:
+                callback(seconds, granted)
+            except Exception:
+                _log.exception("budget wait listener %r failed; removed", callback)
+                with contextlib.suppress(ValueError):
+                    self._wait_listeners.remove(callback)
+
     async def _acquire(self, allocation: Allocation) -> None:
         """Try the ledger's grant, then checkpoint; else park until it hands one over."""
+        if not self._wait_listeners:
+            await self._acquire_once(allocation)
+            return
+        started = self._clock()
+        try:
+            await self._acquire_once(allocation)
+        except BaseException:
+            self._waited(self._clock() - started, False)
+            raise
+        self._waited(self._clock() - started, True)
+
+    async def _acquire_once(self, allocation: Allocation) -> None:
         ledger = self._ledger
         backend = _backend.current()
         if self._monitor is not None:
@@ -660,6 +704,8 @@ class MemoryManager:
             controller.collect_with_stats(2)
         else:
             gc.collect()
+        from ._native import malloc_trim  # deferred: ctypes is a cost of first use
+
         malloc_trim()
         after = process_rss()
         if before is not None and after is not None and before > after:

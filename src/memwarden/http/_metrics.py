@@ -22,7 +22,9 @@ sets (levels, shed reasons, GC generations), never from request paths.
 
 from __future__ import annotations
 
+import bisect
 import gc as pygc
+import itertools
 import logging
 import os
 import threading
@@ -197,11 +199,39 @@ class Snapshot:
         return snap
 
 
+class _WaitHistogram:
+    """Cumulative bucket counts of budget waits, fed by the budget's wait listener."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = [0] * (len(WAIT_BUCKETS) + 1)
+        self._sum = 0.0
+
+    def observe(self, seconds: float, _granted: bool = True) -> None:
+        index = bisect.bisect_left(WAIT_BUCKETS, seconds)
+        with self._lock:
+            self._counts[index] += 1
+            self._sum += seconds
+
+    def family(self) -> HistogramMetricFamily:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative = list(itertools.accumulate(counts))
+        bounds = [repr(b) for b in WAIT_BUCKETS] + ["+Inf"]
+        return HistogramMetricFamily(
+            "memwarden_budget_wait_seconds",
+            _HELP["memwarden_budget_wait_seconds"],
+            buckets=list(zip(bounds, map(float, cumulative), strict=True)),
+            sum_value=total,
+        )
+
+
 class _LiveCollector:
     """A custom collector that reads the Warden at every scrape (single-process mode)."""
 
-    def __init__(self, read: Callable[[], Snapshot]) -> None:
+    def __init__(self, read: Callable[[], Snapshot], waits: _WaitHistogram) -> None:
         self._read = read
+        self._waits = waits
         self._version = _version()
 
     def collect(self) -> Iterable[Metric]:
@@ -240,14 +270,7 @@ class _LiveCollector:
         yield gauge("memwarden_budget_reserved_bytes", snap.reserved)
         yield gauge("memwarden_budget_unmanaged_bytes", snap.unmanaged)
         yield gauge("memwarden_budget_waiters", snap.waiters)
-        # The budget does not report how long each grant waited yet: an empty histogram
-        # keeps the name stable for dashboards until it does.
-        yield HistogramMetricFamily(
-            "memwarden_budget_wait_seconds",
-            _HELP["memwarden_budget_wait_seconds"],
-            buckets=[(repr(b), 0.0) for b in WAIT_BUCKETS] + [("+Inf", 0.0)],
-            sum_value=0.0,
-        )
+        yield self._waits.family()
         yield counter("memwarden_budget_timeouts", snap.timeouts)
         yield counter("memwarden_budget_evictions", snap.evictions)
         yield labelled(CounterMetricFamily, "memwarden_requests_shed", "reason", snap.shed.items())
@@ -399,12 +422,17 @@ class MetricsExporter:
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
         self._writer: _ProcessWriter | None = None
         if self.multiprocess_dir is None:
-            self.registry.register(_LiveCollector(read))
+            waits = _WaitHistogram()
+            self.registry.register(_LiveCollector(read, waits))
+            self._stop_waits = warden.manager.add_wait_listener(waits.observe)
             return
         from prometheus_client.multiprocess import MultiProcessCollector
 
         writer = _ProcessWriter(read)
         self._writer = writer
+        self._stop_waits = warden.manager.add_wait_listener(
+            lambda seconds, _granted: writer.wait.observe(seconds)
+        )
         MultiProcessCollector(self.registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
 
         def on_sample(_sample: object) -> None:
