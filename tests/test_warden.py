@@ -417,8 +417,22 @@ async def test_warden_subscriptions_end_when_it_closes(probe: StaticProbe) -> No
             assert seen == ["low"]
         assert not warden.running
     assert events.closed
+    assert warden.subscribe().closed  # asked for after closing: already ended
     with pytest.raises(ValueError, match="buffer"):
         warden.subscribe(buffer=0)
+
+
+def test_a_warden_never_run_leaves_no_gc_hook(clock: ManualClock, probe: StaticProbe) -> None:
+    before = list(pygc.callbacks)
+    warden = make(clock, probe)
+    assert pygc.callbacks == before and not warden.gc.installed
+
+    async def main() -> None:
+        async with warden:
+            assert warden.gc.installed
+
+    anyio.run(main)
+    assert pygc.callbacks == before
 
 
 async def test_upkeep_runs_seed_003s_emergency_and_proactive_collection(

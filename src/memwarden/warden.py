@@ -122,7 +122,11 @@ class Warden:
         self._owns_probe = probe is None
         self.monitor.sample_now()
         self.shed_level: PressureLevel = config.shed_level
-        self.gc = GCController(cast(Aggressiveness, config.effective_gc_aggressiveness))
+        # Its gc.callbacks hook goes in when the Warden starts, so a Warden that is
+        # built but never run leaves nothing behind in the interpreter.
+        self.gc = GCController(
+            cast(Aggressiveness, config.effective_gc_aggressiveness), track_pauses=False
+        )
         self._upkeep = Upkeep.from_config(config, clock=clock)
         self._upkeeps = {"emergency": 0, "collect": 0}
         # capacity None: the measured room at the first sample (limit x critical - unmanaged).
@@ -178,6 +182,7 @@ class Warden:
         self._started_at: float | None = None
         self._restored = 0
         self._subscriptions: weakref.WeakSet[Subscription[PressureEvent]] = weakref.WeakSet()
+        self._closed = False
         self.leaks.add_series("memory.used", self._used_bytes, kind="memory")
         self.leaks.add_series("sessions.bytes", self._session_bytes, kind="sessions")
 
@@ -186,6 +191,7 @@ class Warden:
     async def __aenter__(self) -> Warden:
         if self._stack is not None:
             raise RuntimeError("this Warden is already running")
+        self._closed = False
         config = self.config
         async with AsyncExitStack() as stack:
             # Pushed first so it runs last: pools, cleanups and the final history
@@ -193,6 +199,7 @@ class Warden:
             stack.push_async_callback(self._shutdown)
             if self.store is not None:
                 self._restored = self.leaks.restore(await self.store.load(_SERIES_KIND))
+            self.gc.install()
             if config.gc_optimization_enabled:
                 self.gc.configure()
             if config.allocator_tuning:
@@ -243,6 +250,7 @@ class Warden:
         return await stack.__aexit__(*exc_info)  # type: ignore[arg-type]
 
     async def _shutdown(self) -> None:
+        self._closed = True
         for subscription in list(self._subscriptions):
             subscription.close()
         with anyio.CancelScope(shield=True):
@@ -284,9 +292,13 @@ class Warden:
         ``buffer``, ``overflow``, ``include_current``) and raise what it
         raises. Leaving ``async with warden`` ends every such subscription's
         ``async for`` loop, so a long-lived reader (an event stream to a
-        client) finishes cleanly at shutdown.
+        client) finishes cleanly at shutdown; one asked for after the Warden
+        has closed ends at once.
         """
         subscription = self.monitor.subscribe(**options)
+        if self._closed:
+            subscription.close()
+            return subscription
         self._subscriptions.add(subscription)
         return subscription
 
