@@ -177,7 +177,6 @@ def served() -> Iterator[Served]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
     """One headless chromium for the module, with its console log readable."""
-    os.environ["SE_OFFLINE"] = "true"
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in (
@@ -192,7 +191,10 @@ def browser() -> Iterator[WebDriver]:
     ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    with pytest.MonkeyPatch.context() as patch:
+        # Selenium Manager stays offline: the driver is Debian's, given explicitly.
+        patch.setenv("SE_OFFLINE", "true")
+        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(WAIT)
     try:
         yield driver
