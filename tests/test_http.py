@@ -204,6 +204,10 @@ async def test_memory_is_the_sample_flat_with_level_and_budget(
     stats = warden.manager.get_stats().to_dict()
     assert set(stats) <= set(data["budget"])
     assert data["budget"]["total_allocated"] == warden.manager.capacity
+    assert data["thresholds"]["critical"] == warden.monitor.thresholds.critical
+    assert data["shed"] == {}
+    warden.record_shed("pressure")
+    assert data_of(await api.get("/api/memory"))["shed"] == {"pressure": 1}
 
 
 async def test_history_is_oldest_first_with_budget_figures_and_a_limit(
@@ -402,7 +406,9 @@ async def test_a_body_over_64_kib_is_a_413(api: httpx.AsyncClient) -> None:
     path = "/api/packages/memory/update-metrics"
     response = await api.post(path, content=b" " * (64 * 1024 + 1))
     assert error_of(response, 413)["type"] == "payload_too_large"
-    assert (await api.post(path, content=b" " * (64 * 1024))).status_code == 200
+    at_limit = b"{}" + b" " * (64 * 1024 - 2)  # valid JSON, exactly 64 KiB
+    assert (await api.post(path, content=at_limit)).status_code == 200
+    assert error_of(await api.post(path, content=b"   "), 400)["type"] == "bad_request"
 
 
 async def test_a_streamed_body_is_counted_as_it_arrives(api: httpx.AsyncClient) -> None:

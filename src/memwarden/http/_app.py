@@ -135,7 +135,7 @@ async def _body_object(
 ) -> dict[str, Any]:
     """An optional JSON object body: empty is ``{}``; bad JSON is 400, bad fields 422."""
     raw = await request.body()
-    if not raw.strip():
+    if not raw:  # no body at all; whitespace alone is not JSON
         return {}
     try:
         value = json.loads(raw)
@@ -271,6 +271,14 @@ class _Api:
         data["ready"] = warden.ready
         data["shed_level"] = warden.shed_level.label
         data["budget"] = warden.manager.get_stats().to_dict()
+        thresholds = warden.monitor.thresholds
+        data["thresholds"] = {
+            "medium": thresholds.medium,
+            "high": thresholds.high,
+            "critical": thresholds.critical,
+            "hysteresis": thresholds.hysteresis,
+        }
+        data["shed"] = warden.shed_counts()
         return json_response(data)
 
     async def history(self, request: Request) -> Response:

@@ -120,6 +120,10 @@ _SCHEMAS: dict[str, Schema] = {
             "ready": _BOOL,
             "shed_level": _LEVEL,
             "budget": _ref("BudgetStats"),
+            "thresholds": _object(
+                {"medium": _NUM, "high": _NUM, "critical": _NUM, "hysteresis": _NUM}
+            ),
+            "shed": _map({"type": "integer"}),
         }
     ),
     "History": _object(
