@@ -232,6 +232,11 @@ class Outcome:
     # Where a completed request's time went, as the service reports it (memwarden only).
     queued: list[float] = field(default_factory=list)
     served: list[float] = field(default_factory=list)
+    # Before the service saw the request (connect, send, the server's accept and parse)
+    # and after it answered (the response's way back to the client).
+    before: list[float] = field(default_factory=list)
+    after: list[float] = field(default_factory=list)
+    server: list[float] = field(default_factory=list)  # queued + served
     burst_usage: list[int] = field(default_factory=list)
     peak_usage: int = 0
 
@@ -241,7 +246,13 @@ class Outcome:
         p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
         mean = statistics.fmean(self.burst_usage) if self.burst_usage else 0.0
         extra: dict[str, float] = {}
-        for name, values in (("queued", self.queued), ("served", self.served)):
+        for name, values in (
+            ("before", self.before),
+            ("queued", self.queued),
+            ("served", self.served),
+            ("after", self.after),
+            ("server", self.server),
+        ):
             if values:
                 ordered = sorted(values)
                 extra[f"{name}_p50_s"] = statistics.median(ordered)
@@ -316,6 +327,7 @@ async def _drive(variant: Variant, cgroup: Cgroup, duration: float, seed: int) -
             hold = local.randint(50, 200)
             params = {"mb": str(mb), "hold": str(hold), "user": f"u{index % 50}"}
             start = time.monotonic()
+            sent_wall = time.time()
             try:
                 response = await client.get("/work", params=params)
             except httpx.HTTPError:
@@ -329,6 +341,9 @@ async def _drive(variant: Variant, cgroup: Cgroup, duration: float, seed: int) -
                 if "queued" in timing:
                     outcome.queued.append(timing["queued"])
                     outcome.served.append(timing["served"])
+                    outcome.server.append(timing["queued"] + timing["served"])
+                    outcome.before.append(timing["arrived_wall"] - sent_wall)
+                    outcome.after.append(time.time() - timing["done_wall"])
             elif response.status_code == 503:
                 outcome.shed_503 += 1
                 header = response.headers.get("retry-after")
