@@ -66,6 +66,14 @@ def test_demo_rejects_bad_arguments(args: list[str], capsys: pytest.CaptureFixtu
     assert args[0] in capsys.readouterr().err
 
 
+def test_demo_explains_a_refused_size(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--budget", "512m"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "milli" in err and "512Mi" in err and "invalid" not in err
+
+
 async def test_watch_follows_a_command_to_its_end() -> None:
     lines: list[str] = []
     code = "import time; data = [bytearray(b'x' * (1 << 20)) for _ in range(8)]; time.sleep(60)"

@@ -334,8 +334,7 @@ async def run_service(
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``memwarden demo`` argument parser."""
-    from .cli import command_parser
-    from .units import parse_size
+    from .cli import command_parser, size_argument
 
     parser = command_parser("memwarden demo", _DESCRIPTION)
     parser.add_argument(
@@ -343,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--budget",
-        type=parse_size,
+        type=size_argument,
         default=192 * MiB,
         help="the jobs' budget, e.g. 192MiB or 200MB (default: 192MiB)",
     )

@@ -29,10 +29,11 @@ import anyio.abc
 import psutil
 
 from . import _cgroup
+from .cli import size_argument
 from .leaks import LeakDetector, LeakReport
 from .pressure import PressureMonitor
 from .probes import ProcessProbe
-from .units import format_size, parse_size
+from .units import format_size
 
 __all__: list[str] = []
 
@@ -328,13 +329,6 @@ def _positive(text: str) -> float:
     return value
 
 
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memwarden watch",
@@ -352,7 +346,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--limit",
-        type=_size,
+        type=size_argument,
         help="limit to compare against, e.g. 2Gi or 2G (default: the cgroup limit of the "
         "watched process, else RAM)",
     )

@@ -55,6 +55,20 @@ def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return _Parser(prog=prog, description=description, formatter_class=_Formatter)
 
 
+def size_argument(text: str) -> int:
+    """An argparse ``type`` for sizes: :func:`~memwarden.units.parse_size`, its message kept.
+
+    A refused size (``512m``, ``-1``) is reported with parse_size's own
+    explanation instead of argparse's "invalid value".
+    """
+    from .units import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (also used as the console script)."""
     args = list(sys.argv[1:] if argv is None else argv)
