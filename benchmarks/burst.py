@@ -3,10 +3,11 @@
 ``python -m benchmarks burst [--quick]`` (root, cgroup v1 or v2). For each
 variant it creates a memory cgroup, starts ``benchmarks.burst_service`` under
 uvicorn inside it, and drives it from this process on 127.0.0.1 with a bounded,
-closed-loop load generator: bursts of 150 concurrent clients alternating with
-calm phases of 8. A client that gets a 503 waits for ``Retry-After`` (capped at
-2 s; 0.5 s when absent), as a well-behaved client does, the same for every
-variant. A server the kernel kills is restarted, as a container runtime would.
+closed-loop load generator: bursts of 150 concurrent clients (each with its own
+keep-alive connection) alternating with calm phases of 8. A client that gets a
+503 waits for ``Retry-After`` (capped at 2 s; 0.5 s when absent), as a
+well-behaved client does, the same for every variant. A server the kernel
+kills is restarted, as a container runtime would.
 
 Variants, one after another in the same run:
 (a) naive; (b) naive behind uvicorn ``--limit-concurrency N`` for a sweep of N;
@@ -371,11 +372,20 @@ async def _drive(variant: Variant, cgroup: Cgroup, duration: float, seed: int) -
                 await _ready(port, server, time.monotonic() + 30)
             await asyncio.sleep(0.05)
 
-    limits = httpx.Limits(max_connections=BURST_CLIENTS + 10, max_keepalive_connections=50)
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}", timeout=30.0, limits=limits
-    ) as client:
-        tasks = [asyncio.create_task(client_loop(i, client)) for i in range(BURST_CLIENTS)]
+    # Each client is one user with its own keep-alive connection, as a browser or an
+    # upstream service holds one. One shared pool made requests wait inside the load
+    # generator itself for seconds when many were held open at the server.
+    # Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them,
+    # so no request is sent on a connection the server is closing.
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=4.0)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30.0, limits=limits)
+            )
+            for _ in range(BURST_CLIENTS)
+        ]
+        tasks = [asyncio.create_task(client_loop(i, c)) for i, c in enumerate(clients)]
         helpers = [asyncio.create_task(sampler()), asyncio.create_task(keeper())]
         start = time.monotonic()
         for end, clients in _phases(duration):
