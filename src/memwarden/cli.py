@@ -20,7 +20,7 @@ from typing import NoReturn
 
 from . import __version__
 
-__all__ = ["command_parser", "main"]
+__all__ = ["command_parser", "main", "size_argument"]
 
 _USAGE = """usage: memwarden [--version] COMMAND [ARGS]
 
