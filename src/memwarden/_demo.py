@@ -361,30 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run continuously, serving the API and live dashboard, until Ctrl-C "
         "(default: one run of --jobs jobs)",
     )
-    from ._serve import DEFAULT_HOST, DEFAULT_PORT
+    from ._serve import add_server_arguments
 
-    parser.add_argument(
-        "--host",
-        default=DEFAULT_HOST,
-        help=f"with --serve: address to listen on (default: {DEFAULT_HOST})",
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_PORT,
-        help=f"with --serve: TCP port, 0 for any free port (default: {DEFAULT_PORT})",
-    )
-    parser.add_argument(
-        "--token",
-        default=None,
-        help="with --serve: bearer token the API requires "
-        "(default: MEMWARDEN_API_TOKEN, or none on a loopback host)",
-    )
-    parser.add_argument(
-        "--insecure",
-        action="store_true",
-        help="with --serve: allow a non-loopback host without a token (default: refused)",
-    )
+    add_server_arguments(parser, prefix="with --serve: ")
     return parser
 
 
@@ -431,17 +410,11 @@ def main(args: list[str] | None = None) -> int:
 
 
 def _main_serve(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
-    from ._serve import UsageError, bind, check_exposure, checked_token, serve_app
+    from ._serve import bind, serve_app, server_token
 
     if ns.json:
         parser.error("--json gives a report at the end of a run; --serve runs until Ctrl-C")
-    if not 0 <= ns.port <= 65535:
-        parser.error(f"--port must be between 0 and 65535, got {ns.port}")
-    try:
-        token = checked_token(ns.token)
-        check_exposure(ns.host, token, ns.insecure)
-    except UsageError as exc:
-        parser.error(str(exc))
+    token = server_token(parser, ns)
     try:
         sock = bind(ns.host, ns.port)
     except OSError as exc:

@@ -87,6 +87,44 @@ def check_exposure(host: str, token: str | None, insecure: bool) -> None:
     )
 
 
+def add_server_arguments(parser: argparse.ArgumentParser, *, prefix: str = "") -> None:
+    """Add ``--host``, ``--port``, ``--token`` and ``--insecure``; ``prefix`` starts each help."""
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"{prefix}address to listen on (default: {DEFAULT_HOST})",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"{prefix}TCP port, 0 for any free port (default: {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--token",
+        default=None,
+        help=f"{prefix}bearer token every API route requires "
+        "(default: MEMWARDEN_API_TOKEN, or none on a loopback host)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help=f"{prefix}allow a non-loopback host without a token (default: refused)",
+    )
+
+
+def server_token(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> str | None:
+    """Check the server arguments (a bad one exits through ``parser.error``); the token."""
+    if not 0 <= ns.port <= 65535:
+        parser.error(f"--port must be between 0 and 65535, got {ns.port}")
+    try:
+        token = checked_token(ns.token)
+        check_exposure(ns.host, token, ns.insecure)
+    except UsageError as exc:
+        parser.error(str(exc))
+    return token
+
+
 def format_url(host: str, port: int) -> str:
     """``http://host:port/``, with brackets around an IPv6 address."""
     host = host.strip("[]")
@@ -208,26 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli import command_parser
 
     parser = command_parser("memwarden serve", _DESCRIPTION)
-    parser.add_argument(
-        "--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST})"
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_PORT,
-        help=f"TCP port, 0 for any free port (default: {DEFAULT_PORT})",
-    )
-    parser.add_argument(
-        "--token",
-        default=None,
-        help="bearer token every API route requires "
-        "(default: MEMWARDEN_API_TOKEN, or none on a loopback host)",
-    )
-    parser.add_argument(
-        "--insecure",
-        action="store_true",
-        help="allow a non-loopback host without a token (default: refused)",
-    )
+    add_server_arguments(parser)
     return parser
 
 
@@ -237,13 +256,7 @@ def main(args: list[str] | None = None) -> int:
 
     parser = build_parser()
     ns = parser.parse_args(args)
-    if not 0 <= ns.port <= 65535:
-        parser.error(f"--port must be between 0 and 65535, got {ns.port}")
-    try:
-        token = checked_token(ns.token)
-        check_exposure(ns.host, token, ns.insecure)
-    except UsageError as exc:
-        parser.error(str(exc))
+    token = server_token(parser, ns)
     try:
         anyio.run(run, ns.host, ns.port, token)
     except ConfigError as exc:
