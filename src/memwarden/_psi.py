@@ -105,8 +105,11 @@ _looks_like_events: Callable[[int], bool] = _is_kernel_events_file
 _drain_kernfs: Callable[[int], None] = _pread_events
 
 
-def _log_fallback(path: str | os.PathLike[str], reason: str) -> None:
+def _log_fallback(path: str | os.PathLike[str], reason: str | OSError) -> None:
+    """Log once why a kernel wake-up is unavailable (``reason``: words, or the OSError)."""
     global _logged_fallback
+    if isinstance(reason, OSError):
+        reason = errno.errorcode.get(reason.errno or 0, str(reason))
     if not _logged_fallback:
         _logged_fallback = True
         _log.debug(
@@ -174,7 +177,7 @@ class PsiTrigger:
         try:
             fd = _os_open(os.fspath(path), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
-            _log_fallback(path, errno.errorcode.get(exc.errno or 0, str(exc)))
+            _log_fallback(path, exc)
             return None
         try:
             if not _looks_like_psi(fd):
@@ -184,7 +187,7 @@ class PsiTrigger:
             _os_write(fd, f"{kind} {stall_us} {window_us}".encode())
         except OSError as exc:
             os.close(fd)
-            _log_fallback(path, errno.errorcode.get(exc.errno or 0, str(exc)))
+            _log_fallback(path, exc)
             return None
         return cls(fd, path)
 
@@ -257,7 +260,7 @@ class PsiTrigger:
         except OSError as exc:
             for fd in opened:
                 os.close(fd)
-            _log_fallback(directory, errno.errorcode.get(exc.errno or 0, str(exc)))
+            _log_fallback(directory, exc)
             return None
         return cls(efd, path, events=select.EPOLLIN, keep=(target,), eventfd=True)
 
@@ -275,7 +278,7 @@ class PsiTrigger:
         try:
             fd = _os_open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
-            _log_fallback(path, errno.errorcode.get(exc.errno or 0, str(exc)))
+            _log_fallback(path, exc)
             return None
         try:
             if not _looks_like_events(fd):
@@ -287,7 +290,7 @@ class PsiTrigger:
             return cls(fd, path, events=select.EPOLLPRI | select.EPOLLERR, kernfs=True)
         except OSError as exc:
             os.close(fd)
-            _log_fallback(path, errno.errorcode.get(exc.errno or 0, str(exc)))
+            _log_fallback(path, exc)
             return None
 
     @classmethod
