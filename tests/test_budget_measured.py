@@ -472,3 +472,22 @@ def test_a_failing_wait_listener_is_removed_and_bad_ones_refused() -> None:
     assert manager._wait_listeners == []
     with pytest.raises(TypeError, match="callback"):
         manager.add_wait_listener("nope")  # type: ignore[arg-type]
+
+
+@on_both_backends(mock_clock=True)
+async def test_wait_listeners_hear_a_wait_that_timed_out_or_was_cancelled() -> None:
+    manager = MemoryManager(100, clock=anyio.current_time)
+    heard: list[tuple[float, bool]] = []
+    manager.add_wait_listener(lambda seconds, granted: heard.append((seconds, granted)))
+    blocker = await manager.acquire(100)
+    with pytest.raises(AllocationTimeoutError):
+        await manager.acquire(60, timeout=0.05)
+    seconds, granted = heard[-1]
+    assert not granted and seconds >= 0.049
+    with anyio.move_on_after(0.05):
+        await manager.acquire(60)
+    seconds, granted = heard[-1]
+    assert not granted and seconds >= 0.049 and len(heard) == 3
+    assert_clean(manager, 100)
+    blocker.release()
+    assert_clean(manager, 0)
